@@ -1,0 +1,1 @@
+namespace EdgeNode.Shared; internal static class Placeholder { }

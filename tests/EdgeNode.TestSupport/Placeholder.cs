@@ -1,0 +1,1 @@
+namespace EdgeNode.TestSupport; public static class Placeholder { }
