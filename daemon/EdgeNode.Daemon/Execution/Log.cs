@@ -1,0 +1,19 @@
+using Microsoft.Extensions.Logging;
+
+namespace EdgeNode.Daemon.Execution;
+
+/// <summary>Log messages of the execution feature (event ids 300-399).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(300, LogLevel.Information, "No Inference:ModelPath configured: using the synthesized tiny INT8 demonstration model {Path} (random weights: its text is not meaningful; see README for a real GPT-2)")]
+    public static partial void DemoModel(ILogger logger, string path);
+
+    [LoggerMessage(301, LogLevel.Information, "Model loaded: {Path} ({Precision}, {Layers} layers, {Heads} heads, n_embd {Embd}) on the {Provider} execution provider")]
+    public static partial void ModelLoaded(ILogger logger, string path, string precision, int layers, int heads, int embd, string provider);
+
+    [LoggerMessage(302, LogLevel.Information, "Job {JobId} {Status} ({Detail})")]
+    public static partial void JobFinished(ILogger logger, string jobId, string status, string detail);
+
+    [LoggerMessage(303, LogLevel.Error, "Job {JobId} failed with an internal error")]
+    public static partial void JobCrashed(ILogger logger, Exception exception, string jobId);
+}

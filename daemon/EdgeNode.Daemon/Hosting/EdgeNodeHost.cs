@@ -1,0 +1,94 @@
+using EdgeNode.Daemon.Execution;
+using EdgeNode.Daemon.Health;
+using EdgeNode.Daemon.Ingest;
+using EdgeNode.Daemon.Mqtt;
+using EdgeNode.Daemon.Options;
+using EdgeNode.Daemon.Outbox;
+using EdgeNode.Daemon.Queue;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace EdgeNode.Daemon.Hosting;
+
+/// <summary>
+/// Builds the daemon's host. Configuration sources, later ones winning (DESIGN.md §8):
+/// <c>appsettings.json</c> beside the binary, <c>/etc/edgenode/edgenode.json</c> (or the file named by
+/// <c>EDGENODE_CONFIG</c>), environment variables <c>EDGENODE__Section__Key</c>, command-line
+/// <c>--Section:Key=value</c>, then <paramref name="overrides"/> (tests and the demo).
+/// </summary>
+internal static class EdgeNodeHost
+{
+    /// <summary>Default system configuration file.</summary>
+    public const string SystemConfigFile = "/etc/edgenode/edgenode.json";
+
+    public static HostApplicationBuilder CreateBuilder(IReadOnlyList<string> args, IReadOnlyDictionary<string, string?>? overrides = null)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            ContentRootPath = AppContext.BaseDirectory,
+            DisableDefaults = true,
+        });
+        var config = builder.Configuration;
+        config.AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true, reloadOnChange: false);
+        config.AddJsonFile(Environment.GetEnvironmentVariable("EDGENODE_CONFIG") ?? SystemConfigFile, optional: true, reloadOnChange: false);
+        config.AddEnvironmentVariables("EDGENODE__");
+        config.AddCommandLine(args.ToArray());
+        if (overrides is not null)
+        {
+            config.AddInMemoryCollection(overrides);
+        }
+
+        builder.Logging.AddConfiguration(config.GetSection("Logging"));
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
+        builder.Services.AddSystemd();
+        builder.AddEdgeNode();
+        return builder;
+    }
+
+    /// <summary>Registers the node's features. Hosted services start in this order and stop in reverse.</summary>
+    public static HostApplicationBuilder AddEdgeNode(this HostApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.AddOptions<NodeOptions>().BindConfiguration(NodeOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<MqttOptions>().BindConfiguration(MqttOptions.Section).ValidateDataAnnotations()
+            .Validate(o => o.Embedded.Port is > 0 and < 65536, "Mqtt:Embedded:Port must be between 1 and 65535.")
+            .Validate(o => o.UsesEmbeddedBroker || o.Port is > 0 and < 65536, "Mqtt:Port must be between 1 and 65535.")
+            .Validate(o => !o.UsesEmbeddedBroker || o.Embedded.Enabled, "Mqtt:Host is empty and Mqtt:Embedded:Enabled is false: configure a broker.")
+            .ValidateOnStart();
+        services.AddOptions<InferenceOptions>().BindConfiguration(InferenceOptions.Section).ValidateDataAnnotations()
+            .Validate(o => string.IsNullOrWhiteSpace(o.ModelPath) || File.Exists(o.ModelPath), "Inference:ModelPath names a file that does not exist.")
+            .ValidateOnStart();
+        services.AddOptions<QueueOptions>().BindConfiguration(QueueOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<AdminOptions>().BindConfiguration(AdminOptions.Section).ValidateDataAnnotations()
+            .Validate(o => string.IsNullOrWhiteSpace(o.Url) || Uri.TryCreate(o.Url, UriKind.Absolute, out _), "Admin:Url must be an absolute URL such as http://127.0.0.1:9600.")
+            .ValidateOnStart();
+
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<NodeState>();
+        services.AddSingleton<NodeSignals>();
+        services.AddSingleton<AdminEndpoint>();
+        services.AddSingleton<StoreHost>();
+        services.AddSingleton<ModelHost>();
+        services.AddSingleton<EmbeddedBroker>();
+        services.AddSingleton<BrokerConnection>();
+
+        // Start-up sequence (see daemon/README.md): admin endpoint, store, model, broker, loops.
+        // Hosts stop in reverse: ingest stops first, the executor finishes its job, the outbox is
+        // flushed while the broker link is still up, then the link, the model and the store close.
+        services.AddHostedService(sp => sp.GetRequiredService<AdminEndpoint>());
+        services.AddHostedService(sp => sp.GetRequiredService<StoreHost>());
+        services.AddHostedService(sp => sp.GetRequiredService<ModelHost>());
+        services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
+        services.AddHostedService(sp => sp.GetRequiredService<BrokerConnection>());
+        services.AddHostedService<OutboxPublisher>();
+        services.AddHostedService<Executor>();
+        services.AddHostedService<IngestService>();
+        return builder;
+    }
+}

@@ -1,0 +1,156 @@
+using System.Buffers;
+using EdgeNode.Daemon.Execution;
+using EdgeNode.Daemon.Hosting;
+using EdgeNode.Daemon.Mqtt;
+using EdgeNode.Daemon.Options;
+using EdgeNode.Daemon.Queue;
+using EdgeNode.Shared.Inference;
+using EdgeNode.Shared.Jobs;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace EdgeNode.Daemon.Ingest;
+
+/// <summary>
+/// The ingest loop: validate -> commit to LiteDB -> PUBACK (DESIGN.md §4.1). Messages are taken from
+/// the broker connection in arrival order and committed in groups (one LiteDB transaction per batch of
+/// up to <c>Queue:MaxBatch</c>), then acknowledged in the same order, as MQTT requires PUBACKs in the
+/// order the PUBLISHes arrived. Every message gets an event on its reply topic (DESIGN.md §3): the
+/// <c>accepted</c> event, or an <c>error</c> event with a precise code; both go through the durable outbox.
+/// </summary>
+internal sealed class IngestService(
+    BrokerConnection broker,
+    StoreHost storeHost,
+    ModelHost modelHost,
+    NodeSignals signals,
+    IOptions<QueueOptions> queueOptions,
+    IOptions<NodeOptions> nodeOptions,
+    TimeProvider time,
+    ILogger<IngestService> logger) : BackgroundService
+{
+    private readonly JobLimits _limits = new() { MaxPayloadBytes = queueOptions.Value.MaxPayloadBytes };
+    private readonly string _nodeId = nodeOptions.Value.Id;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var reader = broker.Inbound;
+        var max = queueOptions.Value.MaxBatch;
+        var batch = new List<InboundMessage>(max);
+        var items = new List<IngestItem>(max);
+        try
+        {
+            while (await reader.WaitToReadAsync(stoppingToken))
+            {
+                batch.Clear();
+                items.Clear();
+                while (batch.Count < max && reader.TryRead(out var message))
+                {
+                    batch.Add(message);
+                    items.Add(Prepare(message));
+                }
+
+                IReadOnlyList<IngestDecision>? decisions = null;
+                try
+                {
+                    decisions = storeHost.Store.CommitBatch(items);
+                }
+                catch (Exception ex) when (ex is IOException or LiteDB.LiteException or UnauthorizedAccessException)
+                {
+                    IngestLog.CommitFailed(logger, ex, items.Count);
+                }
+
+                for (var i = 0; i < batch.Count; i++)
+                {
+                    if (decisions is null)
+                    {
+                        await AnswerUncommittedAsync(batch[i], items[i], stoppingToken);
+                    }
+                    else if (decisions[i].Kind == IngestDecisionKind.Duplicate)
+                    {
+                        await AnswerDuplicateAsync(items[i], decisions[i], stoppingToken);
+                    }
+
+                    await broker.AcknowledgeAsync(batch[i], stoppingToken);
+                }
+
+                signals.JobQueued.Set();
+                signals.OutboxChanged.Set();
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private IngestItem Prepare(InboundMessage message)
+    {
+        var m = message.Args.ApplicationMessage;
+        var payload = m.Payload;
+        var parsed = payload.IsSingleSegment
+            ? JobParser.Parse(payload.FirstSpan, _limits, NewId)
+            : JobParser.Parse(payload.ToArray(), _limits, NewId);
+        var replyTopic = !string.IsNullOrEmpty(m.ResponseTopic) ? m.ResponseTopic
+            : parsed.ReplyTo ?? broker.Topics.DefaultReply(parsed.Id);
+        var correlation = m.CorrelationData is { Length: > 0 } ? m.CorrelationData : null;
+
+        var job = parsed.Job;
+        var error = parsed.Error;
+        if (job is not null)
+        {
+            var promptTokens = Gpt2Tokenizer.Shared.CountTokens(job.Prompt);
+            var fits = modelHost.Generator.CheckFits(promptTokens, job.MaxNewTokens);
+            if (fits is not null)
+            {
+                error = new JobError(fits.Code, fits.Message);
+                job = null;
+            }
+        }
+
+        var eventPayload = job is not null
+            ? JobEvents.Accepted(job.Id, "local", _nodeId)
+            : JobEvents.Error(parsed.Id, JobStatuses.Rejected, error!.Code, error.Message);
+        return new IngestItem(job, parsed.Id, replyTopic, correlation, eventPayload, message.ReceivedAt);
+    }
+
+    private async Task AnswerDuplicateAsync(IngestItem item, IngestDecision decision, CancellationToken cancellationToken)
+    {
+        // A resubmitted id never runs twice (DESIGN.md §3): the sender gets the stored outcome again,
+        // or, while the first submission is still pending, its acceptance again.
+        var payload = decision.Existing?.FinalEvent ?? JobEvents.Accepted(item.JobId, "local", _nodeId);
+        await PublishBestEffortAsync(item.ReplyTopic, payload, item.CorrelationData, cancellationToken);
+    }
+
+    private async Task AnswerUncommittedAsync(InboundMessage message, IngestItem item, CancellationToken cancellationToken)
+    {
+        // Not committed means not accepted: tell the sender at once instead of leaving it waiting.
+        _ = message;
+        var payload = JobEvents.Error(item.JobId, JobStatuses.Rejected, JobErrorCodes.Storage,
+            "the node could not store the job (storage error); nothing was accepted, retry later");
+        await PublishBestEffortAsync(item.ReplyTopic, payload, item.CorrelationData, cancellationToken);
+    }
+
+    private async Task PublishBestEffortAsync(string topic, byte[] payload, byte[]? correlation, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await broker.PublishAsync(topic, payload, correlation, retain: false, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            IngestLog.PublishFailed(logger, topic, ex.Message);
+        }
+    }
+
+    private string NewId() => _nodeId + "-" + Guid.CreateVersion7(time.GetUtcNow()).ToString("N");
+}
+
+/// <summary>Log messages of the ingest feature (event ids 400-499).</summary>
+internal static partial class IngestLog
+{
+    [LoggerMessage(400, LogLevel.Error, "Could not commit {Count} received job(s) to the store; they are answered with storage_error")]
+    public static partial void CommitFailed(ILogger logger, Exception exception, int count);
+
+    [LoggerMessage(401, LogLevel.Warning, "Publishing to {Topic} failed: {Reason}")]
+    public static partial void PublishFailed(ILogger logger, string topic, string reason);
+}

@@ -1,0 +1,277 @@
+using System.Threading.Channels;
+using EdgeNode.Daemon.Hosting;
+using EdgeNode.Daemon.Options;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using MQTTnet;
+using MQTTnet.Formatter;
+using MQTTnet.Protocol;
+using Polly;
+using Polly.Retry;
+
+namespace EdgeNode.Daemon.Mqtt;
+
+/// <summary>A job message as received, not yet acknowledged (PUBACK is sent only after the commit, DESIGN.md §4.1).</summary>
+/// <param name="Args">MQTTnet's event args; <see cref="MqttApplicationMessageReceivedEventArgs.AcknowledgeAsync"/> sends the PUBACK.</param>
+/// <param name="ConnectionGeneration">Which connection delivered it: a PUBACK is only sent on that same connection
+/// (after a reconnect the broker redelivers unacknowledged messages and the job id makes the repeat harmless).</param>
+/// <param name="ReceivedAt">Arrival time from the injected <see cref="TimeProvider"/>.</param>
+internal sealed record InboundMessage(MqttApplicationMessageReceivedEventArgs Args, long ConnectionGeneration, DateTimeOffset ReceivedAt);
+
+/// <summary>
+/// The data-plane MQTT client (MQTTnet 5): connects with a persistent session, subscribes to the pool
+/// topic (shared subscription when the broker offers it) and the node topic at QoS 1 with manual
+/// acknowledgement, hands received messages to the ingest loop through a bounded channel, reconnects
+/// with jittered exponential backoff (a Polly pipeline) and watches the link with pings, because
+/// MQTTnet 5 has no managed client and its disconnect event can be missed (notes/mqttnet.md).
+/// </summary>
+internal sealed class BrokerConnection : BackgroundService
+{
+    private readonly MqttOptions _options;
+    private readonly NodeOptions _node;
+    private readonly NodeState _state;
+    private readonly TimeProvider _time;
+    private readonly ILogger<BrokerConnection> _logger;
+    private readonly IMqttClient _client;
+    private readonly Channel<InboundMessage> _inbound;
+    private readonly Signal _linkChanged = new();
+    private readonly ResiliencePipeline _connectPipeline;
+    private long _generation;
+
+    public BrokerConnection(IOptions<MqttOptions> options, IOptions<NodeOptions> node, NodeState state, TimeProvider time, ILogger<BrokerConnection> logger)
+    {
+        _options = options.Value;
+        _node = node.Value;
+        _state = state;
+        _time = time;
+        _logger = logger;
+        Topics = new Topics(_options.TopicPrefix, _node.Id);
+        _inbound = Channel.CreateBounded<InboundMessage>(new BoundedChannelOptions(10_000) { SingleReader = true, SingleWriter = true });
+        _client = new MqttClientFactory().CreateMqttClient();
+        _client.ApplicationMessageReceivedAsync += OnMessageAsync;
+        _client.DisconnectedAsync += e =>
+        {
+            _state.BrokerConnected = false;
+            Log.Disconnected(_logger, e.Reason.ToString());
+            _linkChanged.Set();
+            return Task.CompletedTask;
+        };
+        _connectPipeline = new ResiliencePipelineBuilder { TimeProvider = time }
+            .AddRetry(new RetryStrategyOptions
+            {
+                ShouldHandle = new PredicateBuilder().Handle<Exception>(ex => ex is not OperationCanceledException),
+                MaxRetryAttempts = int.MaxValue,
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = true,
+                Delay = TimeSpan.FromMilliseconds(250),
+                MaxDelay = TimeSpan.FromSeconds(30),
+                OnRetry = args =>
+                {
+                    Log.ConnectFailed(_logger, Host, Port, args.Outcome.Exception?.Message ?? "unknown");
+                    return default;
+                },
+            })
+            .Build();
+    }
+
+    public Topics Topics { get; }
+
+    /// <summary>Received job messages, in arrival order, awaiting commit and PUBACK.</summary>
+    public ChannelReader<InboundMessage> Inbound => _inbound.Reader;
+
+    /// <summary>Set whenever the link goes up or down.</summary>
+    public event Action<bool>? ConnectionChanged;
+
+    public bool IsConnected => _client.IsConnected;
+
+    /// <summary>The connection generation; increases with every successful connect.</summary>
+    public long Generation => Interlocked.Read(ref _generation);
+
+    private string Host => _options.UsesEmbeddedBroker ? "127.0.0.1" : _options.Host!;
+
+    private int Port => _options.UsesEmbeddedBroker ? _options.Embedded.Port : _options.Port;
+
+    /// <summary>Publishes one message at QoS 1 and waits for the broker's PUBACK.</summary>
+    /// <exception cref="MQTTnet.Exceptions.MqttClientNotConnectedException">When the link is down.</exception>
+    public async Task PublishAsync(string topic, byte[] payload, byte[]? correlationData, bool retain, CancellationToken cancellationToken)
+    {
+        var builder = new MqttApplicationMessageBuilder()
+            .WithTopic(topic)
+            .WithPayload(payload)
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithContentType("application/json")
+            .WithRetainFlag(retain);
+        if (correlationData is { Length: > 0 } && _options.ProtocolVersion == 5)
+        {
+            builder.WithCorrelationData(correlationData);
+        }
+
+        var result = await _client.PublishAsync(builder.Build(), cancellationToken);
+        if (!result.IsSuccess && result.ReasonCode != MqttClientPublishReasonCode.NoMatchingSubscribers)
+        {
+            throw new IOException($"broker refused publish to {topic}: {result.ReasonCode} {result.ReasonString}");
+        }
+    }
+
+    /// <summary>Sends the PUBACK of a committed message, if it came on the current connection.</summary>
+    public async Task AcknowledgeAsync(InboundMessage message, CancellationToken cancellationToken)
+    {
+        if (message.ConnectionGeneration != Generation || !_client.IsConnected)
+        {
+            return; // the broker redelivers it on the new connection; its id makes the repeat a duplicate
+        }
+
+        await message.Args.AcknowledgeAsync(cancellationToken);
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            while (!stoppingToken.IsCancellationRequested)
+            {
+                if (!_client.IsConnected)
+                {
+                    await _connectPipeline.ExecuteAsync(ConnectOnceAsync, stoppingToken);
+                }
+                else if (!await _client.TryPingAsync(stoppingToken))
+                {
+                    Log.PingFailed(_logger);
+                    _state.BrokerConnected = false;
+                    ConnectionChanged?.Invoke(false);
+                    await DisconnectQuietlyAsync();
+                    continue;
+                }
+
+                await _linkChanged.WaitAsync(TimeSpan.FromSeconds(_options.KeepAliveSeconds / 2.0), _time, stoppingToken);
+                if (!_client.IsConnected)
+                {
+                    ConnectionChanged?.Invoke(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        if (_client.IsConnected)
+        {
+            await _client.DisconnectAsync(new MqttClientDisconnectOptionsBuilder().WithReason(MqttClientDisconnectOptionsReason.NormalDisconnection).Build(), CancellationToken.None);
+        }
+    }
+
+    public override void Dispose()
+    {
+        _client.Dispose();
+        base.Dispose();
+    }
+
+    private async ValueTask ConnectOnceAsync(CancellationToken cancellationToken)
+    {
+        var clientId = string.IsNullOrWhiteSpace(_options.ClientId) ? "edgenode-" + _node.Id : _options.ClientId;
+        var builder = new MqttClientOptionsBuilder()
+            .WithTcpServer(Host, Port)
+            .WithClientId(clientId)
+            .WithKeepAlivePeriod(TimeSpan.FromSeconds(_options.KeepAliveSeconds))
+            .WithTimeout(TimeSpan.FromSeconds(10));
+        if (_options.ProtocolVersion == 5)
+        {
+            builder.WithProtocolVersion(MqttProtocolVersion.V500)
+                .WithCleanStart(false)
+                .WithSessionExpiryInterval((uint)_options.SessionExpirySeconds);
+        }
+        else
+        {
+            builder.WithProtocolVersion(MqttProtocolVersion.V311).WithCleanSession(false);
+        }
+
+        if (!string.IsNullOrEmpty(_options.Username))
+        {
+            builder.WithCredentials(_options.Username, _options.Password);
+        }
+
+        if (_client.IsConnected)
+        {
+            return;
+        }
+
+        var result = await _client.ConnectAsync(builder.Build(), cancellationToken);
+        if (result.ResultCode != MqttClientConnectResultCode.Success)
+        {
+            // MQTTnet does not throw on a refused CONNACK (notes/mqttnet.md).
+            await DisconnectQuietlyAsync();
+            throw new IOException($"broker refused the connection: {result.ResultCode} {result.ReasonString}");
+        }
+
+        Interlocked.Increment(ref _generation);
+        var version = _options.ProtocolVersion == 5 ? "5" : "3.1.1";
+        Log.Connected(_logger, Host, Port, clientId, version, result.IsSessionPresent);
+        await SubscribeAsync(result, cancellationToken);
+        _state.BrokerConnected = true;
+        ConnectionChanged?.Invoke(true);
+    }
+
+    private async Task SubscribeAsync(MqttClientConnectResult connect, CancellationToken cancellationToken)
+    {
+        // Subscribing again on a present session is harmless and also repairs a session the broker half-forgot.
+        var pool = Topics.PoolJobs;
+        if (_options.ProtocolVersion == 5 && connect.SharedSubscriptionAvailable)
+        {
+            var shared = await SubscribeOneAsync(Topics.SharedPoolJobs, cancellationToken);
+            if (shared is MqttClientSubscribeResultCode.GrantedQoS1 or MqttClientSubscribeResultCode.GrantedQoS0 or MqttClientSubscribeResultCode.GrantedQoS2)
+            {
+                pool = null;
+                Log.Subscribed(_logger, Topics.SharedPoolJobs);
+            }
+            else
+            {
+                Log.SharedSubscriptionRefused(_logger, Topics.SharedPoolJobs, shared.ToString());
+            }
+        }
+
+        foreach (var topic in pool is null ? [Topics.NodeJobs] : new[] { pool, Topics.NodeJobs })
+        {
+            var code = await SubscribeOneAsync(topic, cancellationToken);
+            if (code is not (MqttClientSubscribeResultCode.GrantedQoS1 or MqttClientSubscribeResultCode.GrantedQoS0 or MqttClientSubscribeResultCode.GrantedQoS2))
+            {
+                throw new IOException($"broker refused subscription to {topic}: {code}");
+            }
+
+            Log.Subscribed(_logger, topic);
+        }
+    }
+
+    private async Task<MqttClientSubscribeResultCode> SubscribeOneAsync(string topic, CancellationToken cancellationToken)
+    {
+        var subscribe = new MqttClientSubscribeOptionsBuilder()
+            .WithTopicFilter(f => f.WithTopic(topic).WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce))
+            .Build();
+        var result = await _client.SubscribeAsync(subscribe, cancellationToken);
+        return result.Items.First().ResultCode;
+    }
+
+    private Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
+    {
+        // Keep the handler short (MQTTnet feeds handlers one at a time from an unbounded queue):
+        // hand the message to the ingest loop, which commits and then acknowledges in arrival order.
+        e.AutoAcknowledge = false;
+        return _inbound.Writer.WriteAsync(new InboundMessage(e, Generation, _time.GetUtcNow())).AsTask();
+    }
+
+    private async Task DisconnectQuietlyAsync()
+    {
+        try
+        {
+            await _client.DisconnectAsync(new MqttClientDisconnectOptions(), CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // The link is already gone; nothing to do.
+        }
+    }
+}

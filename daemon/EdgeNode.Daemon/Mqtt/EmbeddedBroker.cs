@@ -1,0 +1,64 @@
+using System.Net;
+using EdgeNode.Daemon.Options;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using MQTTnet.Server;
+
+namespace EdgeNode.Daemon.Mqtt;
+
+/// <summary>
+/// The in-process MQTTnet broker on 127.0.0.1 (<c>Mqtt:Embedded:Port</c>, default 1883), started when
+/// <c>Mqtt:Host</c> is empty so that <c>mosquitto_pub -h 127.0.0.1</c> works out of the box.
+/// Limits (notes/mqttnet.md): sessions only in memory, no shared subscriptions, and by default the
+/// oldest of 1,000 pending messages per client is dropped; fleets use Mosquitto, EMQX or HiveMQ.
+/// </summary>
+internal sealed class EmbeddedBroker(IOptions<MqttOptions> options, ILogger<EmbeddedBroker> logger) : IHostedService, IAsyncDisposable
+{
+    private MqttServer? _server;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var mqtt = options.Value;
+        if (!mqtt.UsesEmbeddedBroker || !mqtt.Embedded.Enabled)
+        {
+            return;
+        }
+
+        var serverOptions = new MqttServerFactory().CreateServerOptionsBuilder()
+            .WithDefaultEndpoint()
+            .WithDefaultEndpointBoundIPAddress(IPAddress.Loopback)
+            .WithDefaultEndpointBoundIPV6Address(IPAddress.None)
+            .WithDefaultEndpointPort(mqtt.Embedded.Port)
+            .WithPersistentSessions()
+            .WithMaxPendingMessagesPerClient(100_000)
+            .Build();
+        _server = new MqttServerFactory().CreateMqttServer(serverOptions);
+        try
+        {
+            await _server.StartAsync();
+        }
+        catch (Exception ex) when (ex is System.Net.Sockets.SocketException or IOException)
+        {
+            throw new InvalidOperationException(
+                $"The embedded MQTT broker cannot listen on 127.0.0.1:{mqtt.Embedded.Port} ({ex.Message}). " +
+                "Set Mqtt:Embedded:Port to a free port, or Mqtt:Host to use an external broker.", ex);
+        }
+
+        Log.EmbeddedBrokerStarted(logger, mqtt.Embedded.Port);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_server is { IsStarted: true })
+        {
+            await _server.StopAsync(new MqttServerStopOptions());
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _server?.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,20 @@
+namespace EdgeNode.Daemon.Mqtt;
+
+/// <summary>The topic names of the job contract (DESIGN.md §3), for one topic prefix and node id.</summary>
+internal sealed class Topics(string prefix, string nodeId)
+{
+    /// <summary>Pool submission topic, <c>{prefix}/jobs</c>.</summary>
+    public string PoolJobs { get; } = prefix + "/jobs";
+
+    /// <summary>Shared subscription on the pool topic, <c>$share/{prefix}/{prefix}/jobs</c> (MQTT 5 §4.8.2).</summary>
+    public string SharedPoolJobs { get; } = "$share/" + prefix + "/" + prefix + "/jobs";
+
+    /// <summary>Targeted submission topic, <c>{prefix}/nodes/{nodeId}/jobs</c>.</summary>
+    public string NodeJobs { get; } = prefix + "/nodes/" + nodeId + "/jobs";
+
+    /// <summary>Retained node status topic, <c>{prefix}/nodes/{nodeId}/status</c>.</summary>
+    public string Status { get; } = prefix + "/nodes/" + nodeId + "/status";
+
+    /// <summary>Default reply topic of a job without a response topic or <c>reply_to</c>: <c>{prefix}/results/{jobId}</c>.</summary>
+    public string DefaultReply(string jobId) => prefix + "/results/" + jobId;
+}

@@ -1,0 +1,127 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace EdgeNode.Daemon.Options;
+
+/// <summary>Section <c>Node</c> (DESIGN.md §8): who this node is and where its state lives.</summary>
+internal sealed class NodeOptions
+{
+    public const string Section = "Node";
+
+    /// <summary>Node id used in topics (<c>edgenode/nodes/{Id}/...</c>) and events. Default: the host name.</summary>
+    [RegularExpression(@"^[^/+#\s]{1,64}$", ErrorMessage = "Node:Id must be 1-64 characters without '/', '+', '#' or spaces.")]
+    public string Id { get; set; } = Environment.MachineName;
+
+    /// <summary>
+    /// State directory (queue database, lock file, synthesized demo model). Default: <c>$STATE_DIRECTORY</c>
+    /// when systemd sets it (<c>StateDirectory=edgenode</c> gives <c>/var/lib/edgenode</c>), else <c>./.edgenode</c>.
+    /// </summary>
+    public string? StateDirectory { get; set; }
+
+    /// <summary>The state directory after defaults are applied, as an absolute path.</summary>
+    public string ResolveStateDirectory()
+    {
+        var dir = StateDirectory;
+        if (string.IsNullOrWhiteSpace(dir))
+        {
+            var fromSystemd = Environment.GetEnvironmentVariable("STATE_DIRECTORY");
+            // systemd may pass several colon-separated directories; the first is ours.
+            dir = string.IsNullOrWhiteSpace(fromSystemd) ? ".edgenode" : fromSystemd.Split(':')[0];
+        }
+
+        return Path.GetFullPath(dir);
+    }
+}
+
+/// <summary>Section <c>Mqtt</c> (DESIGN.md §3, §8): the broker link of the data plane.</summary>
+internal sealed class MqttOptions
+{
+    public const string Section = "Mqtt";
+
+    /// <summary>Broker host name or address. Empty means the embedded broker on 127.0.0.1.</summary>
+    public string? Host { get; set; }
+
+    /// <summary>Broker TCP port (1883 plain, 8883 TLS by convention).</summary>
+    [Range(1, 65535)]
+    public int Port { get; set; } = 1883;
+
+    /// <summary>MQTT protocol version: 5 (default) or 3 (3.1.1).</summary>
+    [AllowedValues(3, 4, 5, ErrorMessage = "Mqtt:ProtocolVersion must be 5 or 3 (3.1.1).")]
+    public int ProtocolVersion { get; set; } = 5;
+
+    /// <summary>Client id; default <c>edgenode-{Node:Id}</c>. Stable so that the broker keeps our persistent session.</summary>
+    public string? ClientId { get; set; }
+
+    public string? Username { get; set; }
+
+    public string? Password { get; set; }
+
+    public bool UseTls { get; set; }
+
+    public string? CaFile { get; set; }
+
+    public string? ClientCertificateFile { get; set; }
+
+    /// <summary>Topic prefix; default <c>edgenode</c> (DESIGN.md §3).</summary>
+    [RegularExpression(@"^[^+#\s]+$", ErrorMessage = "Mqtt:TopicPrefix must be non-empty without '+', '#' or spaces.")]
+    public string TopicPrefix { get; set; } = "edgenode";
+
+    /// <summary>Keep-alive period in seconds.</summary>
+    [Range(5, 3600)]
+    public int KeepAliveSeconds { get; set; } = 30;
+
+    /// <summary>Session expiry in seconds for MQTT 5 persistent sessions (the broker keeps QoS 1 jobs for us meanwhile).</summary>
+    [Range(0, int.MaxValue)]
+    public int SessionExpirySeconds { get; set; } = 86_400;
+
+    public EmbeddedBrokerOptions Embedded { get; set; } = new();
+
+    /// <summary>True when no external broker is configured.</summary>
+    public bool UsesEmbeddedBroker => string.IsNullOrWhiteSpace(Host);
+}
+
+/// <summary>Section <c>Mqtt:Embedded</c>: the in-process MQTTnet broker used when <c>Mqtt:Host</c> is empty.</summary>
+internal sealed class EmbeddedBrokerOptions
+{
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Loopback port of the embedded broker.</summary>
+    [Range(1, 65535)]
+    public int Port { get; set; } = 1883;
+}
+
+/// <summary>Section <c>Inference</c> (DESIGN.md §2, §8).</summary>
+internal sealed class InferenceOptions
+{
+    public const string Section = "Inference";
+
+    /// <summary>GPT-2 ONNX file (Optimum <c>model.onnx</c> signature). Empty: the tiny INT8 demonstration model is
+    /// synthesized into the state directory on first run.</summary>
+    public string? ModelPath { get; set; }
+
+    /// <summary>ONNX Runtime intra-op threads (default 2, the cores of the boards we target).</summary>
+    [Range(1, 256)]
+    public int IntraOpThreads { get; set; } = 2;
+}
+
+/// <summary>Section <c>Queue</c> (DESIGN.md §4, §8).</summary>
+internal sealed class QueueOptions
+{
+    public const string Section = "Queue";
+
+    /// <summary>Maximum request payload in bytes (DESIGN.md §3: 64 KiB).</summary>
+    [Range(1024, 16 * 1024 * 1024)]
+    public int MaxPayloadBytes { get; set; } = 64 * 1024;
+
+    /// <summary>Largest group commit of the ingest loop (jobs per LiteDB transaction).</summary>
+    [Range(1, 10_000)]
+    public int MaxBatch { get; set; } = 256;
+}
+
+/// <summary>Section <c>Admin</c>: the loopback HTTP endpoint (<c>/healthz</c>, <c>/readyz</c>).</summary>
+internal sealed class AdminOptions
+{
+    public const string Section = "Admin";
+
+    /// <summary>Listen URL; default <c>http://127.0.0.1:9600</c>. Port 0 picks a free port. Empty disables it.</summary>
+    public string? Url { get; set; } = "http://127.0.0.1:9600";
+}

@@ -1,0 +1,105 @@
+using EdgeNode.Daemon.Hosting;
+using EdgeNode.Daemon.Mqtt;
+using EdgeNode.Daemon.Queue;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace EdgeNode.Daemon.Outbox;
+
+/// <summary>
+/// Drains the durable outbox to the broker in order (DESIGN.md §4.2): each event is published at QoS 1
+/// and marked delivered only after the broker's PUBACK. While the link is down nothing is lost: the
+/// entries wait in LiteDB and drain after the reconnect. After a crash an entry may be published again,
+/// byte-identical, so consumers deduplicate by job id.
+/// </summary>
+internal sealed class OutboxPublisher : BackgroundService
+{
+    private const int BatchSize = 256;
+    private readonly BrokerConnection _broker;
+    private readonly StoreHost _storeHost;
+    private readonly NodeSignals _signals;
+    private readonly TimeProvider _time;
+    private readonly ILogger<OutboxPublisher> _logger;
+
+    public OutboxPublisher(BrokerConnection broker, StoreHost storeHost, NodeSignals signals, TimeProvider time, ILogger<OutboxPublisher> logger)
+    {
+        _broker = broker;
+        _storeHost = storeHost;
+        _signals = signals;
+        _time = time;
+        _logger = logger;
+        _broker.ConnectionChanged += up =>
+        {
+            if (up)
+            {
+                _signals.OutboxChanged.Set();
+            }
+        };
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            while (!stoppingToken.IsCancellationRequested)
+            {
+                await _signals.OutboxChanged.WaitAsync(TimeSpan.FromSeconds(2), _time, stoppingToken);
+                while (_broker.IsConnected && await DrainOnceAsync(stoppingToken) == BatchSize)
+                {
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+
+        // Flush what the last job produced, if the link is up; the rest waits in the store.
+        if (_broker.IsConnected)
+        {
+            try
+            {
+                await DrainOnceAsync(cancellationToken);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                Log.PublishFailed(_logger, "outbox", ex.Message);
+            }
+        }
+    }
+
+    /// <summary>Publishes up to one batch of undelivered entries; returns how many were delivered.</summary>
+    private async Task<int> DrainOnceAsync(CancellationToken cancellationToken)
+    {
+        var entries = _storeHost.Store.ReadOutbox(BatchSize);
+        var delivered = 0;
+        foreach (var entry in entries)
+        {
+            try
+            {
+                await _broker.PublishAsync(entry.Topic, entry.Payload, entry.CorrelationData, retain: false, cancellationToken);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                Log.PublishFailed(_logger, entry.Topic, ex.Message);
+                return -1; // stop in order; the next signal or tick retries from this entry
+            }
+
+            _storeHost.Store.MarkDelivered(entry.Seq);
+            delivered++;
+        }
+
+        return delivered;
+    }
+}
+
+/// <summary>Log messages of the outbox feature (event ids 500-599).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(500, LogLevel.Warning, "Publishing to {Topic} failed: {Reason}; the event stays in the outbox")]
+    public static partial void PublishFailed(ILogger logger, string topic, string reason);
+}

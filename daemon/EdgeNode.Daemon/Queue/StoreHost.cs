@@ -1,0 +1,49 @@
+using EdgeNode.Daemon.Hosting;
+using EdgeNode.Daemon.Options;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace EdgeNode.Daemon.Queue;
+
+/// <summary>
+/// Start-up step "open the store": takes the state directory's lock, opens the LiteDB job store and
+/// re-queues jobs a previous process left IN_PROGRESS (DESIGN.md §4.3). Registered first, so it is
+/// stopped (and the store closed) after every loop that uses it.
+/// </summary>
+internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, TimeProvider time, ILogger<JobStore> logger) : IHostedService, IDisposable
+{
+    private JobStore? _store;
+
+    /// <exception cref="InvalidOperationException">Before start-up opened the store.</exception>
+    public JobStore Store => _store ?? throw new InvalidOperationException("job store not open");
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        state.StartupStage = "opening job store";
+        _store = JobStore.Open(node.Value.ResolveStateDirectory(), time, logger);
+        var requeued = _store.RequeueInterrupted();
+        if (requeued > 0)
+        {
+            StoreLog.Requeued(logger, requeued);
+        }
+
+        state.StoreOpen = true;
+        return Task.CompletedTask;
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public void Dispose()
+    {
+        state.StoreOpen = false;
+        _store?.Dispose();
+    }
+}
+
+/// <summary>Log messages of the queue feature (event ids 200-299).</summary>
+internal static partial class StoreLog
+{
+    [LoggerMessage(200, LogLevel.Warning, "Re-queued {Count} job(s) left in progress by the previous run")]
+    public static partial void Requeued(ILogger logger, int count);
+}

@@ -1,1 +1,0 @@
-namespace EdgeNode.Shared; internal static class Placeholder { }
