@@ -1,0 +1,90 @@
+using System.Globalization;
+using System.Text.Json;
+using EdgeNode.TestSupport;
+
+namespace EdgeNode.Daemon.Tests.Cli;
+
+/// <summary>The <c>edgenode</c> program as a user runs it: separate processes, real sockets, real files.</summary>
+[Collection("Daemon")]
+public sealed class CliTests
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(180);
+
+    [Fact]
+    public async Task Version_PrintsTheProductVersion()
+    {
+        await using var p = EdgeNodeProcess.Start("--version");
+        Assert.Equal(0, await p.WaitForExitAsync(Timeout));
+        Assert.Contains(p.Lines, l => l.StartsWith("0.", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Demo_PrintsSucceededResults_AndExitsZero()
+    {
+        await using var p = EdgeNodeProcess.Start("demo");
+        Assert.Equal(0, await p.WaitForExitAsync(Timeout));
+        Assert.True(p.Lines.Count(l => l.Contains(": SUCCEEDED", StringComparison.Ordinal)) >= 3, string.Join('\n', p.Lines));
+        Assert.Contains(p.Lines, l => l.Contains("REJECTED", StringComparison.Ordinal));
+        Assert.Contains(p.Lines, l => l.Contains("invalid_request", StringComparison.Ordinal));
+    }
+
+    /// <summary>The README's "run, then mosquitto_pub by hand": the daemon process on its embedded broker, a real mosquitto client.</summary>
+    [Fact]
+    public async Task Run_ThenMosquittoPubByHand_ResultOnDefaultTopic()
+    {
+        using var state = new TempDirectory();
+        var port = Ports.FreeLoopbackPort();
+        await using var daemon = EdgeNodeProcess.Start("run", "--Node:StateDirectory=" + state.Path,
+            "--Mqtt:Embedded:Port=" + port.ToString(CultureInfo.InvariantCulture), "--Admin:Url=http://127.0.0.1:0", "--Inference:ModelPath=" + Models.TinyInt8);
+        await daemon.WaitForLineAsync(l => l.Contains("Subscribed to edgenode/nodes/", StringComparison.Ordinal), Timeout);
+        var portText = port.ToString(CultureInfo.InvariantCulture);
+        await using var sub = ProcessRunner.Start("mosquitto_sub", ["-h", "127.0.0.1", "-p", portText, "-t", "edgenode/results/#", "-q", "1", "-v", "-d"]);
+        await sub.WaitForLineAsync(l => l.Contains("SUBACK", StringComparison.Ordinal), Timeout);
+
+        await using (var pub = ProcessRunner.Start("mosquitto_pub", ["-h", "127.0.0.1", "-p", portText, "-q", "1", "-t", "edgenode/jobs", "-m", """{"id":"by-hand","prompt":"Hello","max_new_tokens":4}"""]))
+        {
+            Assert.Equal(0, await pub.WaitForExitAsync(Timeout));
+        }
+
+        var line = await sub.WaitForLineAsync(l => l.StartsWith("edgenode/results/by-hand {", StringComparison.Ordinal) && l.Contains("\"result\"", StringComparison.Ordinal), Timeout);
+        using var doc = JsonDocument.Parse(line["edgenode/results/by-hand ".Length..]);
+        Assert.Equal("SUCCEEDED", doc.RootElement.GetProperty("status").GetString());
+
+        daemon.Signal(15);
+        Assert.Equal(0, await daemon.WaitForExitAsync(Timeout));
+    }
+
+    [Theory]
+    [InlineData("--Mqtt:Port=abc", "Mqtt:Port")]
+    [InlineData("--Mqtt:ProtocolVersion=4", "Mqtt:ProtocolVersion")]
+    [InlineData("--Inference:ModelPath=/nonexistent/model.onnx", "Inference:ModelPath")]
+    [InlineData("--Node:Id=a/b", "Node:Id")]
+    public async Task Run_BadConfiguration_ExitsNonZeroNamingTheKey(string arg, string key)
+    {
+        using var state = new TempDirectory();
+        await using var p = EdgeNodeProcess.Start("run", "--Node:StateDirectory=" + state.Path, "--Admin:Url=", arg);
+        Assert.NotEqual(0, await p.WaitForExitAsync(Timeout));
+        Assert.Contains(p.Lines, l => l.Contains(key, StringComparison.Ordinal));
+    }
+
+    /// <summary>../shared/cases/durability.md 2: a second instance on the same state directory exits non-zero naming the lock.</summary>
+    [Fact]
+    public async Task Run_SecondInstanceOnSameState_ExitsNonZeroNamingTheLock_FirstKeepsServing()
+    {
+        using var state = new TempDirectory();
+        var port = Ports.FreeLoopbackPort().ToString(CultureInfo.InvariantCulture);
+        await using var first = EdgeNodeProcess.Start("run", "--Node:StateDirectory=" + state.Path, "--Mqtt:Embedded:Port=" + port,
+            "--Admin:Url=", "--Inference:ModelPath=" + Models.TinyInt8);
+        await first.WaitForLineAsync(l => l.Contains("Subscribed to edgenode/nodes/", StringComparison.Ordinal), Timeout);
+
+        await using var second = EdgeNodeProcess.Start("run", "--Node:StateDirectory=" + state.Path,
+            "--Mqtt:Embedded:Port=" + Ports.FreeLoopbackPort().ToString(CultureInfo.InvariantCulture), "--Admin:Url=", "--Inference:ModelPath=" + Models.TinyInt8);
+        Assert.NotEqual(0, await second.WaitForExitAsync(Timeout));
+        Assert.Contains(second.Lines, l => l.Contains("edgenode.lock", StringComparison.Ordinal));
+        Assert.False(first.Exited.IsCompleted);
+
+        await using var submit = EdgeNodeProcess.Start("submit", "--port", port, "--max-new-tokens", "3", "still serving");
+        Assert.Equal(0, await submit.WaitForExitAsync(Timeout));
+        Assert.Contains(submit.Lines, l => l.Contains("\"SUCCEEDED\"", StringComparison.Ordinal));
+    }
+}

@@ -1,1 +1,0 @@
-namespace EdgeNode.TestSupport; public static class Placeholder { }
