@@ -53,7 +53,7 @@ internal sealed class Executor(
 
     private (string Status, byte[] Payload) Execute(JobRecord job)
     {
-        var request = job.ToRequest();
+        var request = job.Request;
         var started = time.GetUtcNow();
         var queueMs = (started - job.AcceptedAt).TotalMilliseconds;
         if (request.DeadlineMs is { } deadline && queueMs > deadline)
