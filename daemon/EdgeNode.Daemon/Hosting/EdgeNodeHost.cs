@@ -16,7 +16,7 @@ namespace EdgeNode.Daemon.Hosting;
 /// Builds the daemon's host. Configuration sources, later ones winning (DESIGN.md §8):
 /// <c>appsettings.json</c> beside the binary, <c>/etc/edgenode/edgenode.json</c> (or the file named by
 /// <c>EDGENODE_CONFIG</c>), environment variables <c>EDGENODE__Section__Key</c>, command-line
-/// <c>--Section:Key=value</c>, then <paramref name="overrides"/> (tests and the demo).
+/// <c>--Section:Key=value</c>, then in-memory overrides (tests and the demo).
 /// </summary>
 internal static class EdgeNodeHost
 {
