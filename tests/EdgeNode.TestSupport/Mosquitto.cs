@@ -56,3 +56,25 @@ public sealed class Mosquitto : IAsyncDisposable
         }
     }
 }
+
+/// <summary>The real Mosquitto command-line clients (Debian's <c>mosquitto-clients</c>).</summary>
+public static class MosquittoClients
+{
+    /// <summary>
+    /// Starts <c>mosquitto_sub</c> with <c>-d</c> (so the SUBACK is printed) under <c>stdbuf -oL</c>: without
+    /// a terminal its stdout is block-buffered and lines would only appear at exit.
+    /// </summary>
+    public static async Task<ProcessRunner> SubscribeAsync(int port, IEnumerable<string> arguments, TimeSpan timeout)
+    {
+        var sub = ProcessRunner.Start("stdbuf", ["-oL", "-eL", "mosquitto_sub", "-h", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), "-d", .. arguments]);
+        await sub.WaitForLineAsync(l => l.Contains("SUBACK", StringComparison.Ordinal), timeout);
+        return sub;
+    }
+
+    /// <summary>Runs <c>mosquitto_pub</c> to completion; returns its exit code.</summary>
+    public static async Task<int> PublishAsync(int port, IEnumerable<string> arguments, TimeSpan timeout)
+    {
+        await using var pub = ProcessRunner.Start("mosquitto_pub", ["-h", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), .. arguments]);
+        return await pub.WaitForExitAsync(timeout);
+    }
+}

@@ -34,6 +34,17 @@ internal sealed class EmbeddedBroker(IOptions<MqttOptions> options, ILogger<Embe
             .WithMaxPendingMessagesPerClient(100_000)
             .Build();
         _server = new MqttServerFactory().CreateMqttServer(serverOptions);
+        _server.ValidatingConnectionAsync += e =>
+        {
+            // MQTT 3.1.1 §3.1.3.1 and MQTT 5 §3.1.3.1: a client may send a zero-length client id and the
+            // server assigns one (mosquitto_pub/mosquitto_sub do this by default).
+            if (string.IsNullOrEmpty(e.ClientId))
+            {
+                e.AssignedClientIdentifier = "auto-" + Guid.NewGuid().ToString("N");
+            }
+
+            return Task.CompletedTask;
+        };
         try
         {
             await _server.StartAsync();

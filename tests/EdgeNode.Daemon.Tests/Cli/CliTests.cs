@@ -37,14 +37,9 @@ public sealed class CliTests
         await using var daemon = EdgeNodeProcess.Start("run", "--Node:StateDirectory=" + state.Path,
             "--Mqtt:Embedded:Port=" + port.ToString(CultureInfo.InvariantCulture), "--Admin:Url=http://127.0.0.1:0", "--Inference:ModelPath=" + Models.TinyInt8);
         await daemon.WaitForLineAsync(l => l.Contains("Subscribed to edgenode/nodes/", StringComparison.Ordinal), Timeout);
-        var portText = port.ToString(CultureInfo.InvariantCulture);
-        await using var sub = ProcessRunner.Start("mosquitto_sub", ["-h", "127.0.0.1", "-p", portText, "-t", "edgenode/results/#", "-q", "1", "-v", "-d"]);
-        await sub.WaitForLineAsync(l => l.Contains("SUBACK", StringComparison.Ordinal), Timeout);
+        await using var sub = await MosquittoClients.SubscribeAsync(port, ["-t", "edgenode/results/#", "-q", "1", "-v"], Timeout);
 
-        await using (var pub = ProcessRunner.Start("mosquitto_pub", ["-h", "127.0.0.1", "-p", portText, "-q", "1", "-t", "edgenode/jobs", "-m", """{"id":"by-hand","prompt":"Hello","max_new_tokens":4}"""]))
-        {
-            Assert.Equal(0, await pub.WaitForExitAsync(Timeout));
-        }
+        Assert.Equal(0, await MosquittoClients.PublishAsync(port, ["-q", "1", "-t", "edgenode/jobs", "-m", """{"id":"by-hand","prompt":"Hello","max_new_tokens":4}"""], Timeout));
 
         var line = await sub.WaitForLineAsync(l => l.StartsWith("edgenode/results/by-hand {", StringComparison.Ordinal) && l.Contains("\"result\"", StringComparison.Ordinal), Timeout);
         using var doc = JsonDocument.Parse(line["edgenode/results/by-hand ".Length..]);

@@ -91,25 +91,13 @@ public sealed class MosquittoTests
         Assert.Contains("\"SUCCEEDED\"", ok, StringComparison.Ordinal);
     }
 
-    private static async Task<ProcessRunner> SubscribeAsync(int port, string version, string topic, string format)
-    {
-        var sub = ProcessRunner.Start("mosquitto_sub", ["-h", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), "-V", version, "-q", "1", "-t", topic, "-F", format, "-d"]);
-        await sub.WaitForLineAsync(l => l.Contains("SUBACK", StringComparison.Ordinal), Timeout);
-        return sub;
-    }
+    private static Task<ProcessRunner> SubscribeAsync(int port, string version, string topic, string format) =>
+        MosquittoClients.SubscribeAsync(port, ["-V", version, "-q", "1", "-t", topic, "-F", format], Timeout);
 
-    private static async Task PublishAsync(int port, string version, string topic, string message, params string[] extra)
-    {
-        await using var pub = ProcessRunner.Start("mosquitto_pub",
-            ["-h", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), "-V", version, "-q", "1", "-t", topic, "-m", message, .. extra]);
-        Assert.Equal(0, await pub.WaitForExitAsync(Timeout));
-    }
+    private static async Task PublishAsync(int port, string version, string topic, string message, params string[] extra) =>
+        Assert.Equal(0, await MosquittoClients.PublishAsync(port, ["-V", version, "-q", "1", "-t", topic, "-m", message, .. extra], Timeout));
 
-    private static async Task PublishFileAsync(int port, string file, string correlation)
-    {
-        await using var pub = ProcessRunner.Start("mosquitto_pub",
-            ["-h", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), "-V", "mqttv5", "-q", "1", "-t", "edgenode/jobs", "-f", file,
-             "-D", "publish", "response-topic", "devices/bad/replies", "-D", "publish", "correlation-data", correlation]);
-        Assert.Equal(0, await pub.WaitForExitAsync(Timeout));
-    }
+    private static async Task PublishFileAsync(int port, string file, string correlation) =>
+        Assert.Equal(0, await MosquittoClients.PublishAsync(port,
+            ["-V", "mqttv5", "-q", "1", "-t", "edgenode/jobs", "-f", file, "-D", "publish", "response-topic", "devices/bad/replies", "-D", "publish", "correlation-data", correlation], Timeout));
 }
