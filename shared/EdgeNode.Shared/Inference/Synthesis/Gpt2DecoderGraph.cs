@@ -200,7 +200,7 @@ internal static class Gpt2DecoderGraph
         string contextT = g.Node("Transpose", $"{p}/attn/Transpose_context", [context], [OnnxGraphBuilder.IntsAttribute("perm", 0, 2, 1, 3)]);
         string merged = g.Node("Reshape", $"{p}/attn/Reshape_merge_heads", [contextT, c.MergeShape]);
         string attention = linear.Emit(
-            g, $"{p}/attn/c_proj", merged, weights.LinearWeight($"{hf}.attn.c_proj.weight", e, e), weights.LinearBias($"{hf}.attn.c_proj.bias", e));
+            g, $"{p}/attn/c_proj", merged, weights.ResidualProjectionWeight($"{hf}.attn.c_proj.weight", e, e), weights.LinearBias($"{hf}.attn.c_proj.bias", e));
         hidden = g.Node("Add", $"{p}/Add_attention_residual", [hidden, attention]);
 
         // MLP.
@@ -209,7 +209,7 @@ internal static class Gpt2DecoderGraph
             g, $"{p}/mlp/c_fc", x2, weights.LinearWeight($"{hf}.mlp.c_fc.weight", e, hp.Inner), weights.LinearBias($"{hf}.mlp.c_fc.bias", hp.Inner));
         string activated = GeluNew(g, c, $"{p}/mlp/act", fc);
         string mlp = linear.Emit(
-            g, $"{p}/mlp/c_proj", activated, weights.LinearWeight($"{hf}.mlp.c_proj.weight", hp.Inner, e), weights.LinearBias($"{hf}.mlp.c_proj.bias", e));
+            g, $"{p}/mlp/c_proj", activated, weights.ResidualProjectionWeight($"{hf}.mlp.c_proj.weight", hp.Inner, e), weights.LinearBias($"{hf}.mlp.c_proj.bias", e));
         return g.Node("Add", $"{p}/Add_mlp_residual", [hidden, mlp]);
     }
 

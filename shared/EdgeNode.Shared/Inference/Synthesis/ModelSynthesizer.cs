@@ -86,7 +86,11 @@ public static class ModelSynthesizer
     }
 
     /// <summary>Builds the ModelProto for <paramref name="options"/> (weights wrapped, not copied).</summary>
-    internal static ModelProto Build(SynthesisOptions options) => Build(options, WeightSpreads.Default);
+    internal static ModelProto Build(SynthesisOptions options)
+    {
+        Validate(options);
+        return Build(options, WeightSpreads.For(options.Preset));
+    }
 
     /// <summary>Builds with explicit spreads (for tuning experiments).</summary>
     internal static ModelProto Build(SynthesisOptions options, WeightSpreads spreads)
