@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 
@@ -65,6 +66,7 @@ internal static class DeterministicRandom
         });
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code on the one call that matters
     private static void FillBellChunk(Span<float> values, ulong state, double factor)
     {
         for (int i = 0; i < values.Length; i++)

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Onnx;
 
 namespace EdgeNode.Shared.Inference.Synthesis;
@@ -244,23 +246,28 @@ internal static class Gpt2DecoderGraph
             [OnnxGraphBuilder.IntAttribute("axis", -1), OnnxGraphBuilder.FloatAttribute("epsilon", Gpt2Hyperparameters.LayerNormEpsilon)]);
     }
 
-    /// <summary>[rows, cols] float32 → a new [cols, rows] tensor called <paramref name="name"/>.</summary>
+    /// <summary>[rows, cols] float32 → a new [cols, rows] tensor called <paramref name="name"/> (output rows in parallel).</summary>
     private static WeightTensor Transpose(WeightTensor source, string name)
     {
         int rows = (int)source.Dims[0];
         int cols = (int)source.Dims[1];
-        byte[] data = new byte[source.Data.Length];
-        ReadOnlySpan<float> from = source.Floats;
-        Span<float> to = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(data.AsSpan());
-        for (int r = 0; r < rows; r++)
-        {
-            for (int col = 0; col < cols; col++)
-            {
-                to[(col * rows) + r] = from[(r * cols) + col];
-            }
-        }
-
+        byte[] from = source.Data;
+        byte[] data = new byte[from.Length];
+        Parallel.For(0, cols, col => CopyColumn(
+            MemoryMarshal.Cast<byte, float>(from.AsSpan()),
+            cols,
+            col,
+            MemoryMarshal.Cast<byte, float>(data.AsSpan(col * rows * sizeof(float), rows * sizeof(float)))));
         return new WeightTensor(name, [cols, rows], TensorProto.Types.DataType.Float, data);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code on the one call that matters
+    private static void CopyColumn(ReadOnlySpan<float> input, int cols, int col, Span<float> output)
+    {
+        for (int r = 0; r < output.Length; r++)
+        {
+            output[r] = input[(r * cols) + col];
+        }
     }
 
     private sealed record LayerConstants(

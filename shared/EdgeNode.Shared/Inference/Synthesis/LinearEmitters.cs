@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Onnx;
 
 namespace EdgeNode.Shared.Inference.Synthesis;
@@ -96,16 +98,18 @@ internal static class SymmetricInt8
     /// <summary>Quantizes <paramref name="weight"/> under the base name <paramref name="name"/>.</summary>
     public static Quantized Quantize(WeightTensor weight, string name)
     {
-        ReadOnlySpan<float> values = weight.Floats;
-        float absMax = 0f;
-        foreach (float v in values)
-        {
-            absMax = Math.Max(absMax, Math.Abs(v));
-        }
+        byte[] source = weight.Data;
+        int length = source.Length / sizeof(float);
+        int chunks = (length + ChunkLength - 1) / ChunkLength;
+
+        // max is exact and order-independent, so the parallel reduction is deterministic.
+        float[] chunkMax = new float[chunks];
+        Parallel.For(0, chunks, c => chunkMax[c] = AbsMax(Chunk(source, c, length)));
+        float absMax = chunks == 0 ? 0f : chunkMax.Max();
 
         float scale = absMax == 0f ? 1f : (float)(absMax / 127.0);
-        byte[] q = new byte[values.Length];
-        Quantize(values, scale, q);
+        byte[] q = new byte[length];
+        Parallel.For(0, chunks, c => Quantize(Chunk(source, c, length), scale, q.AsSpan(c * ChunkLength)));
 
         byte[] scaleBytes = BitConverter.GetBytes(scale);
         return new Quantized(
@@ -114,6 +118,28 @@ internal static class SymmetricInt8
             new WeightTensor($"{name}_zero_point", [], TensorProto.Types.DataType.Int8, [0]));
     }
 
+    private const int ChunkLength = 1 << 20;
+
+    private static ReadOnlySpan<float> Chunk(byte[] source, int chunk, int length)
+    {
+        int start = chunk * ChunkLength;
+        int count = Math.Min(ChunkLength, length - start);
+        return MemoryMarshal.Cast<byte, float>(source.AsSpan(start * sizeof(float), count * sizeof(float)));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code on the one call that matters
+    private static float AbsMax(ReadOnlySpan<float> values)
+    {
+        float absMax = 0f;
+        foreach (float v in values)
+        {
+            absMax = Math.Max(absMax, Math.Abs(v));
+        }
+
+        return absMax;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code on the one call that matters
     private static void Quantize(ReadOnlySpan<float> values, double scale, Span<byte> destination)
     {
         for (int i = 0; i < values.Length; i++)

@@ -18,8 +18,8 @@ namespace EdgeNode.Shared.Inference.Synthesis;
 /// [batch_size, n_head, past_sequence_length, head_dim]; outputs <c>logits</c> float
 /// [batch_size, sequence_length, 50257] and <c>present.{i}.key|value</c> float
 /// [batch_size, n_head, past_sequence_length + sequence_length, head_dim]. metadata_props: <c>config</c> (the
-/// GPT2Config JSON) and <c>edgenode.synthesis</c> (JSON: generator version, preset, precision, LM head, layout,
-/// seed). Sizes: tiny FP32 ≈ 17 MB; small FP32 ≈ 498 MB, small INT8 ≈ 240 MB (≈ 278 MB with a quantized LM head).
+/// GPT2Config JSON) and <c>edgenode.synthesis</c> (JSON: generator, generator_version, synthesized: true, preset,
+/// precision, quantize_lm_head, layout, seed as a decimal string). Sizes: tiny FP32 ≈ 17 MB; small FP32 ≈ 498 MB, small INT8 ≈ 240 MB (≈ 278 MB with a quantized LM head).
 /// </remarks>
 public static class ModelSynthesizer
 {
@@ -165,7 +165,8 @@ public static class ModelSynthesizer
             w.WriteString("preset", Name(options.Preset));
             w.WriteString("precision", Name(options.Precision));
             w.WriteBoolean("quantize_lm_head", options.QuantizeLmHead);
-            w.WriteString("layout", options.Layout.ToString().ToUpperInvariant() is "OPTIMUM" ? "optimum" : options.Layout.ToString());
+            w.WriteString("layout", Name(options.Layout));
+            // A decimal string: a ulong does not fit a JSON number that every reader keeps exactly.
             w.WriteString("seed", options.Seed.ToString(CultureInfo.InvariantCulture));
             w.WriteEndObject();
         }
@@ -176,4 +177,10 @@ public static class ModelSynthesizer
     private static string Name(ModelPreset preset) => preset == ModelPreset.Small ? "small" : "tiny";
 
     private static string Name(ModelPrecision precision) => precision == ModelPrecision.Int8 ? "int8" : "fp32";
+
+    private static string Name(ModelLayout layout) => layout switch
+    {
+        ModelLayout.Optimum => "optimum",
+        _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown layout."),
+    };
 }
