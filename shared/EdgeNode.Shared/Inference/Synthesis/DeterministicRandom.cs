@@ -20,7 +20,7 @@ internal static class DeterministicRandom
     private const int IrwinHallMean = 2 * 65535;
     private static readonly double IrwinHallStd = Math.Sqrt(4.0 * ((65536.0 * 65536.0) - 1.0) / 12.0);
 
-    /// <summary>One SplitMix64 output for state <paramref name="state"/> (the state is advanced by the caller).</summary>
+    /// <summary>The first SplitMix64 output of a generator seeded with <paramref name="state"/> (a stateless mixer).</summary>
     internal static ulong Mix(ulong state)
     {
         ulong z = state + 0x9E3779B97F4A7C15UL;
@@ -46,8 +46,8 @@ internal static class DeterministicRandom
     }
 
     /// <summary>
-    /// Fills <paramref name="destination"/>, float32 values in ONNX raw_data order (little-endian; the synthesizer refuses big-endian machines), with a
-    /// bell-shaped spread of mean 0 and standard deviation <paramref name="std"/>: each value is an Irwin-Hall sum of
+    /// Fills <paramref name="destination"/>, float32 values in ONNX raw_data order (little-endian; the synthesizer
+    /// refuses big-endian machines), with a bell-shaped spread of mean 0 and standard deviation <paramref name="std"/>: each value is an Irwin-Hall sum of
     /// four 16-bit uniforms cut from one SplitMix64 output (bounded at ±3.46 std). Chunks of
     /// <see cref="ChunkLength"/> values have their own stream derived from (<paramref name="streamSeed"/>, chunk
     /// index) and are filled in parallel; the result does not depend on the number of threads.
