@@ -31,9 +31,10 @@ public sealed class Gpt2GeneratorInt8Tests(TinyInt8ModelFixture fixture) : IClas
     /// INT8 cached decode vs full recompute. DynamicQuantizeLinear picks its scale over the whole
     /// input of each call, so a 1-token decode step and a whole-sequence recompute quantize
     /// differently (notes/onnxruntime.md). Measured on the tiny seed-42 model over 24 steps:
-    /// prefill identical (the same computation; bound 1e-5), decode steps 0.011–0.024 absolute, with logits spanning ~1.3, and
-    /// greedy argmax differing on about 1 step in 6. Bound: 0.1 (4× the worst seen). Greedy
-    /// tokens are not compared.
+    /// prefill identical (the same computation; bound 1e-5); decode steps 0.011–0.024 absolute
+    /// while the logits span ~1.3, i.e. at most 1.9% of the span; greedy argmax differed on
+    /// about 1 step in 6. Bound: 5% of the step's logit span (2.5× the worst seen), relative so
+    /// that it survives retuning of the synthesizer's weight spreads. Greedy tokens are not compared.
     /// </summary>
     [Fact]
     public void Generate_Int8CachedDecode_StaysWithinQuantizationToleranceOfRecompute()
@@ -51,7 +52,8 @@ public sealed class Gpt2GeneratorInt8Tests(TinyInt8ModelFixture fixture) : IClas
         {
             float[] recomputed = fixture.Model.ComputeLastLogits([context])[0];
             float maxDiff = recomputed.Zip(stepLogits[step], (a, b) => Math.Abs(a - b)).Max();
-            Assert.True(step == 0 ? maxDiff <= 1e-5f : maxDiff <= 0.1f, $"step {step}: cached vs recomputed INT8 logits differ by {maxDiff}");
+            float bound = step == 0 ? 1e-5f : 0.05f * (recomputed.Max() - recomputed.Min());
+            Assert.True(maxDiff <= bound, $"step {step}: cached vs recomputed INT8 logits differ by {maxDiff} (bound {bound})");
             context.Add(result.GeneratedTokens[step]);
         }
     }
