@@ -7,8 +7,8 @@ using Microsoft.Extensions.Logging;
 namespace EdgeNode.Daemon.Queue;
 
 /// <summary>
-/// The durable job queue and outbox of one daemon process: a LiteDB 5.0.21 file in direct mode
-/// (<c>{stateDirectory}/jobs.db</c>) behind an exclusive lock file (<c>{stateDirectory}/edgenode.lock</c>).
+/// The durable job queue and outbox of one daemon process: a LiteDB 5.0.21 database
+/// (<c>{stateDirectory}/jobs.db</c> and its log <c>jobs-log.db</c>) behind an exclusive lock file (<c>{stateDirectory}/edgenode.lock</c>).
 /// Implements the durability rules of DESIGN.md §4 with the LiteDB facts of notes/litedb.md.
 /// </summary>
 /// <remarks>
@@ -29,9 +29,11 @@ namespace EdgeNode.Daemon.Queue;
 /// </list>
 /// <para>Every write is one LiteDB transaction on the calling thread (no awaiting inside), serialized by one lock.
 /// LiteDB does not fsync its log on commit, so after each commit that the daemon acknowledges on (a batch, a
-/// take, a final outcome, a re-queue) the store fsyncs <c>jobs-log.db</c> itself, and fsyncs the directory once
-/// after the log file is created; a commit therefore survives a power loss, not only a process kill.
-/// Marking outbox entries delivered is not fsynced: losing it only re-publishes byte-identical events.</para>
+/// take, a final outcome, a re-queue) the store fsyncs <c>jobs-log.db</c> through the handle LiteDB wrote with,
+/// and the directory after opening; a commit therefore survives a power loss, not only a process kill. Marking
+/// outbox entries delivered is not fsynced: losing it only re-publishes byte-identical events. LiteDB runs over
+/// file streams the store owns (<see cref="StoreFiles"/>: a failed write cannot leave a handle that blocks the
+/// reopen, and a checkpoint fsyncs the data file before it truncates the log).</para>
 /// <para>String ids are compared ordinally (LiteDB's default collation ignores case, which would make
 /// <c>Job-1</c> a duplicate of <c>job-1</c>).</para>
 /// <para>On open, a database that LiteDB cannot read (checked by reading the meta, queue, running and outbox
@@ -77,18 +79,20 @@ internal sealed class JobStore : IDisposable
     private readonly StateDirectoryLock _lock;
     private readonly HashSet<string> _inFlight = new(StringComparer.Ordinal);
 
-    private LiteDatabase? _db;
+    private StoreFiles? _files;
     private long _nextJobSeq;
     private long _nextOutboxSeq;
     private int _queuedCount;
     private long _queuedBytes;
     private int _outboxCount;
     private int _runningCount;
-    private bool _logDirectorySynced;
     private bool _disposed;
 
-    private JobStore(string directory, TimeProvider time, ILogger logger, StateDirectoryLock stateLock)
+    private readonly Func<Stream, Stream>? _logDecorator;
+
+    private JobStore(string directory, TimeProvider time, ILogger logger, StateDirectoryLock stateLock, Func<Stream, Stream>? logDecorator)
     {
+        _logDecorator = logDecorator;
         _directory = directory;
         _time = time;
         _logger = logger;
@@ -103,7 +107,7 @@ internal sealed class JobStore : IDisposable
     public string LockPath => _lock.Path;
 
     /// <summary>
-    /// When <see cref="Open"/> found the database unreadable: the folder its files were moved to (for status
+    /// When <see cref="Open(string, TimeProvider, ILogger)"/> found the database unreadable: the folder its files were moved to (for status
     /// and metrics). Null when the database opened normally.
     /// </summary>
     public string? QuarantinedTo { get; private set; }
@@ -143,7 +147,14 @@ internal sealed class JobStore : IDisposable
     /// <exception cref="IOException">The directory or files cannot be created or read.</exception>
     /// <exception cref="UnauthorizedAccessException">No permission on the state directory.</exception>
     /// <exception cref="InvalidOperationException">The database was written by a newer schema version.</exception>
-    public static JobStore Open(string stateDirectory, TimeProvider time, ILogger logger)
+    public static JobStore Open(string stateDirectory, TimeProvider time, ILogger logger) =>
+        Open(stateDirectory, time, logger, logDecorator: null);
+
+    /// <summary>
+    /// <see cref="Open(string, TimeProvider, ILogger)"/> with a test hook that wraps the stream LiteDB writes its log
+    /// to (on every open and reopen), to inject I/O faults such as a full disk.
+    /// </summary>
+    internal static JobStore Open(string stateDirectory, TimeProvider time, ILogger logger, Func<Stream, Stream>? logDecorator)
     {
         ArgumentException.ThrowIfNullOrEmpty(stateDirectory);
         ArgumentNullException.ThrowIfNull(time);
@@ -154,7 +165,7 @@ internal sealed class JobStore : IDisposable
         var stateLock = StateDirectoryLock.Acquire(Path.Combine(directory, LockFileName));
         try
         {
-            var store = new JobStore(directory, time, logger, stateLock);
+            var store = new JobStore(directory, time, logger, stateLock, logDecorator);
             lock (store._gate)
             {
                 store.OpenDatabase(allowQuarantine: true);
@@ -573,19 +584,24 @@ internal sealed class JobStore : IDisposable
             }
 
             _disposed = true;
-            if (_db is not null)
+            if (_files is not null)
             {
                 try
                 {
-                    _db.Checkpoint();
+                    _files.Database.Checkpoint();
                 }
                 catch (Exception ex) when (ex is IOException or LiteException)
                 {
                     Log.StoreCloseFailed(_logger, ex);
                 }
 
-                CloseQuietly(_db);
-                _db = null;
+                var checkpointed = _files.LogLength == 0;
+                CloseQuietly(_files);
+                _files = null;
+                if (checkpointed)
+                {
+                    File.Delete(Path.Combine(_directory, LogFileName)); // as LiteDB does with an empty log
+                }
             }
 
             _lock.Dispose();
@@ -671,19 +687,19 @@ internal sealed class JobStore : IDisposable
     private LiteDatabase Database()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_db is null)
+        if (_files is null)
         {
             OpenDatabase(allowQuarantine: false);
         }
 
-        return _db!;
+        return _files!.Database;
     }
 
     private void OnIoError(IOException exception)
     {
         Log.StoreIoError(_logger, exception);
-        CloseQuietly(_db);
-        _db = null;
+        CloseQuietly(_files);
+        _files = null;
     }
 
     private void TryRollback(LiteDatabase db)
@@ -698,67 +714,56 @@ internal sealed class JobStore : IDisposable
         }
     }
 
-    private void CloseQuietly(LiteDatabase? db)
+    private void CloseQuietly(StoreFiles? files)
     {
-        try
+        if (files?.Close() is { } failure)
         {
-            db?.Dispose();
-        }
-        catch (Exception ex) when (ex is IOException or LiteException or ObjectDisposedException)
-        {
-            Log.StoreCloseFailed(_logger, ex);
+            Log.StoreCloseFailed(_logger, failure);
         }
     }
 
-    private LiteDatabase CreateDatabase() => new(new ConnectionString
-    {
-        Filename = DatabasePath,
-        Connection = ConnectionType.Direct,
-        Upgrade = false,
-        AutoRebuild = false, // drops unreadable documents silently (notes/litedb.md); we quarantine instead
-        Collation = OrdinalCollation,
-    });
+    private StoreFiles CreateDatabase() =>
+        StoreFiles.Open(DatabasePath, Path.Combine(_directory, LogFileName), OrdinalCollation, _logDecorator);
 
     /// <summary>Opens the database and loads counters; on an unreadable file, quarantines it and starts empty.</summary>
     private void OpenDatabase(bool allowQuarantine)
     {
-        _logDirectorySynced = false;
-        LiteDatabase? db = null;
+        StoreFiles? files = null;
         try
         {
-            db = CreateDatabase();
-            LoadState(db);
+            files = CreateDatabase();
+            LoadState(files.Database);
         }
         catch (Exception ex) when (allowQuarantine && IsUnreadableStore(ex))
         {
-            CloseQuietly(db);
-            db = null;
+            CloseQuietly(files);
+            files = null;
             var quarantine = Quarantine();
             Log.StoreQuarantined(_logger, ex, DatabasePath, quarantine);
             QuarantinedTo = quarantine;
         }
         catch
         {
-            CloseQuietly(db);
+            CloseQuietly(files);
             throw;
         }
 
-        if (db is null)
+        if (files is null)
         {
             try
             {
-                db = CreateDatabase();
-                LoadState(db);
+                files = CreateDatabase();
+                LoadState(files.Database);
             }
             catch
             {
-                CloseQuietly(db);
+                CloseQuietly(files);
                 throw;
             }
         }
 
-        _db = db;
-        SyncDirectory(); // the data file may have just been created
+        _files = files;
+        SyncDirectory(); // the data and log files may have just been created
     }
 
     /// <summary>Reads meta and every small collection (forcing LiteDB to read their pages) and sets the counters.</summary>
@@ -842,15 +847,17 @@ internal sealed class JobStore : IDisposable
     }
 
     /// <summary>
-    /// True for failures that mean the file's content is unreadable (LiteDB's own checks, or garbage that made its
-    /// reader throw), false for environmental errors (permissions, disk, memory) that must not move data aside.
+    /// True for failures that mean the file's content is unreadable: LiteDB's own checks (<see cref="LiteException"/>),
+    /// the store's consistency checks, or anything else thrown from inside LiteDB while it parsed garbage (e.g. an
+    /// <see cref="ArgumentOutOfRangeException"/> for a random header date). False for environmental errors
+    /// (permissions, disk, memory) and for errors raised by this class's own code, which must not move data aside.
     /// </summary>
     private static bool IsUnreadableStore(Exception exception) => exception switch
     {
-        UnreadableStoreException or LiteException => true,
-        EndOfStreamException => true,
-        IOException or UnauthorizedAccessException or OutOfMemoryException or InvalidOperationException => false,
-        _ => exception.TargetSite?.Module.Assembly == typeof(LiteDatabase).Assembly,
+        UnreadableStoreException or LiteException or EndOfStreamException => true,
+        IOException or UnauthorizedAccessException or OutOfMemoryException => false,
+        _ => new System.Diagnostics.StackTrace(exception, fNeedFileInfo: false).GetFrames()
+            .Any(frame => frame.GetMethod()?.Module.Assembly == typeof(LiteDatabase).Assembly),
     };
 
     /// <summary>Moves <c>jobs.db</c>, <c>jobs-log.db</c> and any other <c>jobs-*</c> file together into a timestamped folder.</summary>
@@ -878,25 +885,7 @@ internal sealed class JobStore : IDisposable
         return target;
     }
 
-    private void SyncLog()
-    {
-        try
-        {
-            using var handle = File.OpenHandle(Path.Combine(_directory, LogFileName), FileMode.Open, FileAccess.Read,
-                FileShare.ReadWrite | FileShare.Delete);
-            RandomAccess.FlushToDisk(handle);
-        }
-        catch (FileNotFoundException)
-        {
-            return; // nothing in the log (a checkpoint copied it into the data file, which LiteDB flushes)
-        }
-
-        if (!_logDirectorySynced)
-        {
-            SyncDirectory();
-            _logDirectorySynced = true;
-        }
-    }
+    private void SyncLog() => _files!.FlushLog();
 
     private void SyncDirectory(string? directory = null)
     {
