@@ -253,12 +253,13 @@ internal sealed class JobStore : IDisposable
                     decisions[i] = new IngestDecision(IngestDecisionKind.Accepted, item.JobId, null);
                 }
 
-                if (addedOutbox == 0)
+                if (addedOutbox > 0)
                 {
-                    return false;
+                    SaveMeta(db, nextJobSeq, nextOutboxSeq);
                 }
 
-                SaveMeta(db, nextJobSeq, nextOutboxSeq);
+                // Always fsync: a Duplicate may be the retry of a batch that committed but threw before its fsync,
+                // and the caller is about to acknowledge it.
                 return true;
             });
 
@@ -284,8 +285,8 @@ internal sealed class JobStore : IDisposable
         lock (_gate)
         {
             JobRecord? taken = null;
-            var takenBytes = 0;
             var removedEntries = 0;
+            var removedBytes = 0L;
             var startedAt = _time.GetUtcNow();
 
             InTransaction(db =>
@@ -296,6 +297,7 @@ internal sealed class JobStore : IDisposable
                 {
                     queue.Delete(entry["_id"]);
                     removedEntries++;
+                    removedBytes += entry["size"].AsInt32;
                     var jobId = entry["job_id"].AsString;
                     var doc = jobs.FindById(jobId);
                     if (doc is null || doc["status"].AsString != JobStatuses.Queued)
@@ -309,18 +311,14 @@ internal sealed class JobStore : IDisposable
                     jobs.Update(doc);
                     db.GetCollection(RunningCollection).Upsert(RunningDocument(jobId, entry["_id"].AsInt64, entry["size"].AsInt32));
                     taken = ToRecord(doc);
-                    takenBytes = entry["size"].AsInt32;
                     return true;
                 }
 
                 return removedEntries > 0;
             });
 
-            if (removedEntries > 0)
-            {
-                RecountQueue();
-            }
-
+            _queuedCount -= removedEntries;
+            _queuedBytes -= removedBytes;
             if (taken is not null)
             {
                 _inFlight.Add(taken.Id);
@@ -356,7 +354,7 @@ internal sealed class JobStore : IDisposable
         lock (_gate)
         {
             var recorded = false;
-            var leftQueue = false;
+            var leftQueueBytes = -1L;
             var leftRunning = false;
             var nextOutboxSeq = _nextOutboxSeq;
             var finishedAt = _time.GetUtcNow();
@@ -374,8 +372,12 @@ internal sealed class JobStore : IDisposable
 
                 if (status == JobStatuses.Queued)
                 {
+                    var queue = db.GetCollection(QueueCollection);
                     var key = QueueKey(doc["request"]["priority"].AsInt32, doc["seq"].AsInt64);
-                    leftQueue = db.GetCollection(QueueCollection).Delete(key);
+                    if (queue.FindById(key) is { } entry && queue.Delete(key))
+                    {
+                        leftQueueBytes = entry["size"].AsInt32;
+                    }
                 }
 
                 leftRunning = db.GetCollection(RunningCollection).Delete(jobId);
@@ -400,9 +402,10 @@ internal sealed class JobStore : IDisposable
                     _runningCount--;
                 }
 
-                if (leftQueue)
+                if (leftQueueBytes >= 0)
                 {
-                    RecountQueue();
+                    _queuedCount--;
+                    _queuedBytes -= leftQueueBytes;
                 }
             }
 
@@ -451,6 +454,8 @@ internal sealed class JobStore : IDisposable
         {
             var requeued = 0;
             var removed = 0;
+            var addedEntries = 0;
+            var addedBytes = 0L;
             InTransaction(db =>
             {
                 var running = db.GetCollection(RunningCollection);
@@ -474,7 +479,12 @@ internal sealed class JobStore : IDisposable
 
                     doc["status"] = JobStatuses.Queued;
                     jobs.Update(doc);
-                    queue.Upsert(QueueDocument(entry["key"].AsInt64, jobId, entry["size"].AsInt32));
+                    if (queue.Upsert(QueueDocument(entry["key"].AsInt64, jobId, entry["size"].AsInt32)))
+                    {
+                        addedEntries++;
+                        addedBytes += entry["size"].AsInt32;
+                    }
+
                     requeued++;
                 }
 
@@ -484,7 +494,8 @@ internal sealed class JobStore : IDisposable
             if (removed > 0)
             {
                 _runningCount -= removed;
-                RecountQueue();
+                _queuedCount += addedEntries;
+                _queuedBytes += addedBytes;
             }
 
             if (requeued > 0)
@@ -826,24 +837,6 @@ internal sealed class JobStore : IDisposable
         _queuedBytes = bytes;
         _runningCount = running;
         _outboxCount = outbox;
-    }
-
-    private void RecountQueue()
-    {
-        var queued = 0;
-        var bytes = 0L;
-        Read(db =>
-        {
-            foreach (var entry in db.GetCollection(QueueCollection).FindAll())
-            {
-                queued++;
-                bytes += entry["size"].AsInt32;
-            }
-
-            return true;
-        });
-        _queuedCount = queued;
-        _queuedBytes = bytes;
     }
 
     /// <summary>

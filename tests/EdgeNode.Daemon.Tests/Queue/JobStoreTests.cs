@@ -341,6 +341,7 @@ public sealed class JobStoreTests : IDisposable
         Assert.True(store.Finish("expired", JobStatuses.TimedOut, timedOut));
 
         Assert.Equal(1, store.CountQueued());
+        Assert.Equal("next".Length + "Hello, my name is".Length, store.QueuedBytes);
         Assert.Equal(["next"], DrainIds(store));
         Assert.Equal(0, store.Get("expired")!.Attempts);
     }
@@ -384,6 +385,7 @@ public sealed class JobStoreTests : IDisposable
         Assert.Equal(1, requeued);
         Assert.Equal(JobStatuses.Queued, reopened.Get("first")!.Status);
         Assert.Equal(3, reopened.CountQueued());
+        Assert.Equal(("first" + "second" + "third").Length + (3 * "Hello, my name is".Length), reopened.QueuedBytes);
         var again = reopened.TakeNext();
         Assert.Equal("first", again!.Id);
         Assert.Equal(2, again.Attempts);
@@ -550,6 +552,73 @@ public sealed class JobStoreTests : IDisposable
         var log = Path.Combine(_dir.Path, "jobs-log.db");
         Assert.True(!File.Exists(log) || new FileInfo(log).Length == 0);
         Assert.Equal(JobStatuses.Queued, store.Get("j1")!.Status);
+    }
+
+    [Fact]
+    public async Task Store_IngestExecutorAndPublisherThreadsAtOnce_EveryJobFinishesOnceAndOutboxDrains()
+    {
+        // The daemon's shape: one ingest loop, one executor, one publisher, each on its own thread.
+        const int Batches = 40;
+        const int BatchSize = 10;
+        using var store = Open();
+        using var done = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var finished = new System.Collections.Concurrent.ConcurrentBag<string>();
+        var published = 0;
+
+        var ingest = Task.Factory.StartNew(() =>
+        {
+            for (var b = 0; b < Batches; b++)
+            {
+                var decisions = store.CommitBatch([.. Enumerable.Range(0, BatchSize).Select(i => Accept($"b{b}-{i}", priority: i % 3))]);
+                Assert.All(decisions, d => Assert.Equal(IngestDecisionKind.Accepted, d.Kind));
+            }
+        }, TaskCreationOptions.LongRunning);
+        _ = ingest.ContinueWith(_ => done.Cancel(), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+
+        var executor = Task.Factory.StartNew(() =>
+        {
+            while (finished.Count < Batches * BatchSize)
+            {
+                done.Token.ThrowIfCancellationRequested();
+                if (store.TakeNext() is { } job)
+                {
+                    Assert.True(store.Finish(job.Id, JobStatuses.Succeeded, ResultEvent(job.Id)));
+                    finished.Add(job.Id);
+                }
+                else
+                {
+                    Thread.Yield();
+                }
+            }
+        }, TaskCreationOptions.LongRunning);
+
+        var publisher = Task.Factory.StartNew(() =>
+        {
+            // every job has two events: accepted and result
+            while (Volatile.Read(ref published) < 2 * Batches * BatchSize)
+            {
+                done.Token.ThrowIfCancellationRequested();
+                var entries = store.ReadOutbox(64);
+                foreach (var entry in entries)
+                {
+                    store.MarkDelivered(entry.Seq);
+                    Interlocked.Increment(ref published);
+                }
+
+                if (entries.Count == 0)
+                {
+                    Thread.Yield();
+                }
+            }
+        }, TaskCreationOptions.LongRunning);
+
+        await Task.WhenAll(ingest, executor, publisher);
+
+        Assert.Equal(Batches * BatchSize, finished.Distinct().Count());
+        Assert.Equal(0, store.CountQueued());
+        Assert.Equal(0, store.OutboxCount);
+        Assert.Empty(store.ReadOutbox(10));
+        Assert.Equal(0, store.RequeueInterrupted());
     }
 
     private static int RunFlock(string path)
