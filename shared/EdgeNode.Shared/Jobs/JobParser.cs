@@ -168,7 +168,7 @@ public static class JobParser
                         "a number between 0 and 100 (0 means greedy)", ref temperature);
                     break;
                 case Fields.TopK:
-                    error ??= CheckInt32(value, name, 0, int.MaxValue, "an integer >= 0 (0 disables top-k)", ref topK);
+                    error ??= CheckInt32(value, name, 0, int.MaxValue, "an integer between 0 and 2147483647 (0 disables top-k)", ref topK);
                     break;
                 case Fields.TopP:
                     error ??= CheckSingle(value, name, static p => p is > 0 and <= 1,
@@ -205,7 +205,7 @@ public static class JobParser
                     break;
                 case Fields.DeadlineMs:
                     var deadline = 0;
-                    var deadlineError = CheckInt32(value, name, 1, int.MaxValue, "an integer >= 1 (milliseconds from acceptance)", ref deadline);
+                    var deadlineError = CheckInt32(value, name, 1, int.MaxValue, "an integer between 1 and 2147483647 (milliseconds from acceptance)", ref deadline);
                     error ??= deadlineError;
                     if (deadlineError is null)
                     {

@@ -37,8 +37,8 @@ public sealed class JobParserTests
             { 8, U("{\"prompt\": \"hi\", \"max_new_tokens\": \"32\"}"), JobErrorCodes.InvalidRequest, "max_new_tokens", "a JSON number is required" },
             { 9, U("{\"prompt\": \"hi\", \"temperature\": -1}"), JobErrorCodes.InvalidRequest, "temperature", "a number between 0 and 100" },
             { 10, U("{\"prompt\": \"hi\", \"top_p\": 1.5}"), JobErrorCodes.InvalidRequest, "top_p", "greater than 0 and at most 1" },
-            { 11, U("{\"prompt\": \"hi\", \"top_k\": -3}"), JobErrorCodes.InvalidRequest, "top_k", "an integer >= 0" },
-            { 12, U("{\"prompt\": \"hi\", \"deadline_ms\": 0}"), JobErrorCodes.InvalidRequest, "deadline_ms", "an integer >= 1" },
+            { 11, U("{\"prompt\": \"hi\", \"top_k\": -3}"), JobErrorCodes.InvalidRequest, "top_k", "an integer between 0 and 2147483647" },
+            { 12, U("{\"prompt\": \"hi\", \"deadline_ms\": 0}"), JobErrorCodes.InvalidRequest, "deadline_ms", "an integer between 1 and 2147483647" },
             { 13, U("{\"prompt\": \"hi\", \"id\": \"\"}"), JobErrorCodes.InvalidRequest, "id", "must not be empty" },
             { 14, U("{\"prompt\": \"hi\", \"id\": \"a/b+c#\"}"), JobErrorCodes.InvalidRequest, "id", "used in topic names" },
             { 15, [0xFF, 0xFE, 0x00, 0x41], JobErrorCodes.InvalidJson, "payload", "invalid UTF-8 byte 0xFF at offset 0" },
@@ -183,12 +183,12 @@ public sealed class JobParserTests
     [InlineData("\"temperature\": 100.01", "temperature", "between 0 and 100")]
     [InlineData("\"temperature\": \"0.8\"", "temperature", "a JSON number is required")]
     [InlineData("\"top_p\": 0", "top_p", "greater than 0")]
-    [InlineData("\"top_k\": 2.5", "top_k", "an integer >= 0 (0 disables top-k) (got 2.5)")]
-    [InlineData("\"top_k\": 2147483648", "top_k", "an integer >= 0")]
+    [InlineData("\"top_k\": 2.5", "top_k", "an integer between 0 and 2147483647 (0 disables top-k) (got 2.5)")]
+    [InlineData("\"top_k\": 2147483648", "top_k", "(got 2147483648)")]
     [InlineData("\"seed\": 1.5", "seed", "an integer between -9223372036854775808 and 9223372036854775807")]
     [InlineData("\"seed\": 9223372036854775808", "seed", "an integer between")]
     [InlineData("\"seed\": \"42\"", "seed", "a JSON number is required")]
-    [InlineData("\"deadline_ms\": -1", "deadline_ms", "an integer >= 1")]
+    [InlineData("\"deadline_ms\": -1", "deadline_ms", "an integer between 1 and 2147483647 (milliseconds from acceptance) (got -1)")]
     [InlineData("\"deadline_ms\": true", "deadline_ms", "(got true)")]
     [InlineData("\"max_new_tokens\": 1025", "max_new_tokens", "between 1 and 1024 (got 1025)")]
     [InlineData("\"max_new_tokens\": [32]", "max_new_tokens", "(got an array)")]
