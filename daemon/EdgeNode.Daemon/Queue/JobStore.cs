@@ -1,0 +1,1025 @@
+using System.Globalization;
+using System.Text;
+using EdgeNode.Shared.Jobs;
+using LiteDB;
+using Microsoft.Extensions.Logging;
+
+namespace EdgeNode.Daemon.Queue;
+
+/// <summary>
+/// The durable job queue and outbox of one daemon process: a LiteDB 5.0.21 database
+/// (<c>{stateDirectory}/jobs.db</c> and its log <c>jobs-log.db</c>) behind an exclusive lock file (<c>{stateDirectory}/edgenode.lock</c>).
+/// Implements the durability rules of DESIGN.md §4 with the LiteDB facts of notes/litedb.md.
+/// </summary>
+/// <remarks>
+/// <para>Layout (every collection keeps only its <c>_id</c> index: fewer pages per commit, and no exposure to the
+/// secondary-index rebuild bug of LiteDB 5.0.19+):</para>
+/// <list type="bullet">
+/// <item><c>jobs</c>: one document per accepted job, <c>_id</c> = job id. A deterministic id makes a retried insert
+/// whose first attempt threw but committed a <see cref="IngestDecisionKind.Duplicate"/> (cases/durability.md 9).</item>
+/// <item><c>queue</c>: one small entry per QUEUED job, <c>_id</c> = <c>(100 - priority) &lt;&lt; 55 | seq</c>, so the
+/// first entry of the <c>_id</c> index is the highest priority, then the earliest accepted. Taking the next job
+/// reads one index node instead of scanning jobs.</item>
+/// <item><c>running</c>: one entry per IN_PROGRESS job (<c>_id</c> = job id, with its queue key), so
+/// <see cref="RequeueInterrupted"/> never scans <c>jobs</c>.</item>
+/// <item><c>outbox</c>: events to publish, <c>_id</c> = outbox seq (FIFO); delivered entries are deleted, a final event
+/// stays in its job document for re-publishing byte-identically.</item>
+/// <item><c>meta</c>: schema version and the next job and outbox sequence numbers, updated in the same transaction
+/// as the documents that use them, so sequence numbers increase across restarts.</item>
+/// </list>
+/// <para>Every write is one LiteDB transaction on the calling thread (no awaiting inside), serialized by one lock.
+/// LiteDB does not fsync its log on commit, so after each commit that the daemon acknowledges on (a batch, a
+/// take, a final outcome, a re-queue) the store fsyncs <c>jobs-log.db</c> through the handle LiteDB wrote with,
+/// and the directory after opening; a commit therefore survives a power loss, not only a process kill. Marking
+/// outbox entries delivered is not fsynced: losing it only re-publishes byte-identical events. LiteDB runs over
+/// file streams the store owns (<see cref="StoreFiles"/>: a failed write cannot leave a handle that blocks the
+/// reopen, and a checkpoint fsyncs the data file before it truncates the log).</para>
+/// <para>String ids are compared ordinally (LiteDB's default collation ignores case, which would make
+/// <c>Job-1</c> a duplicate of <c>job-1</c>).</para>
+/// <para>On open, a database that LiteDB cannot read (checked by reading the meta, queue, running and outbox
+/// documents and the jobs they reference) is moved with its log to <c>{stateDirectory}/quarantine/jobs-{utc}/</c>,
+/// reported in <see cref="QuarantinedTo"/> and logged, and an empty store is started (DESIGN.md §4 rule 4).
+/// The store never falls back to memory. An <see cref="IOException"/> (disk full, I/O error) propagates to the
+/// caller; the store then reopens its database on the next call, so it recovers when space returns
+/// (cases/durability.md 4). A batch that threw may have committed: retry it and the job ids decide.</para>
+/// </remarks>
+internal sealed class JobStore : IDisposable
+{
+    /// <summary>The lock file's name inside the state directory.</summary>
+    public const string LockFileName = "edgenode.lock";
+
+    /// <summary>The LiteDB data file's name inside the state directory.</summary>
+    public const string DatabaseFileName = "jobs.db";
+
+    /// <summary>LiteDB's write-ahead log next to the data file.</summary>
+    public const string LogFileName = "jobs-log.db";
+
+    /// <summary>Where unreadable databases are moved, inside the state directory.</summary>
+    public const string QuarantineDirectoryName = "quarantine";
+
+    private const int SchemaVersion = 1;
+    private const int SeqBits = 55;
+    private const long MaxSeq = (1L << SeqBits) - 1;
+    private const int PriorityLimit = 100;
+
+    private const string JobsCollection = "jobs";
+    private const string QueueCollection = "queue";
+    private const string RunningCollection = "running";
+    private const string OutboxCollection = "outbox";
+    private const string MetaCollection = "meta";
+    private const string MetaId = "state";
+
+    private static readonly Collation OrdinalCollation =
+        new(CultureInfo.InvariantCulture.LCID, CompareOptions.Ordinal);
+
+    private readonly Lock _gate = new();
+    private readonly string _directory;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly StateDirectoryLock _lock;
+    private readonly HashSet<string> _inFlight = new(StringComparer.Ordinal);
+
+    private StoreFiles? _files;
+    private long _nextJobSeq;
+    private long _nextOutboxSeq;
+    private int _queuedCount;
+    private long _queuedBytes;
+    private int _outboxCount;
+    private int _runningCount;
+    private bool _disposed;
+
+    private readonly Func<Stream, Stream>? _logDecorator;
+
+    private JobStore(string directory, TimeProvider time, ILogger logger, StateDirectoryLock stateLock, Func<Stream, Stream>? logDecorator)
+    {
+        _logDecorator = logDecorator;
+        _directory = directory;
+        _time = time;
+        _logger = logger;
+        _lock = stateLock;
+        DatabasePath = Path.Combine(directory, DatabaseFileName);
+    }
+
+    /// <summary>The absolute path of <c>jobs.db</c>.</summary>
+    public string DatabasePath { get; }
+
+    /// <summary>The absolute path of the lock file held by this store.</summary>
+    public string LockPath => _lock.Path;
+
+    /// <summary>
+    /// When <see cref="Open(string, TimeProvider, ILogger)"/> found the database unreadable: the folder its files were moved to (for status
+    /// and metrics). Null when the database opened normally.
+    /// </summary>
+    public string? QuarantinedTo { get; private set; }
+
+    /// <summary>UTF-8 bytes of the ids, prompts and stop sequences of the QUEUED jobs (for the <c>Queue:MaxBytes</c> bound).</summary>
+    public long QueuedBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _queuedBytes;
+            }
+        }
+    }
+
+    /// <summary>Undelivered outbox entries.</summary>
+    public int OutboxCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _outboxCount;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Creates <paramref name="stateDirectory"/> if needed, takes its lock file and opens (or creates) <c>jobs.db</c>.
+    /// </summary>
+    /// <param name="stateDirectory">The daemon's state directory (<c>Node:StateDirectory</c>, systemd <c>StateDirectory</c>).</param>
+    /// <param name="time">Source of the UTC timestamps stored with jobs.</param>
+    /// <param name="logger">Receives the open summary and any quarantine (event ids 1100-1199).</param>
+    /// <exception cref="StoreLockedException">Another process, or another open store, holds <c>edgenode.lock</c>;
+    /// the message names the lock file (cases/durability.md 2 and 8).</exception>
+    /// <exception cref="IOException">The directory or files cannot be created or read.</exception>
+    /// <exception cref="UnauthorizedAccessException">No permission on the state directory.</exception>
+    /// <exception cref="InvalidOperationException">The database was written by a newer schema version.</exception>
+    public static JobStore Open(string stateDirectory, TimeProvider time, ILogger logger) =>
+        Open(stateDirectory, time, logger, logDecorator: null);
+
+    /// <summary>
+    /// <see cref="Open(string, TimeProvider, ILogger)"/> with a test hook that wraps the stream LiteDB writes its log
+    /// to (on every open and reopen), to inject I/O faults such as a full disk.
+    /// </summary>
+    internal static JobStore Open(string stateDirectory, TimeProvider time, ILogger logger, Func<Stream, Stream>? logDecorator)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(stateDirectory);
+        ArgumentNullException.ThrowIfNull(time);
+        ArgumentNullException.ThrowIfNull(logger);
+
+        var directory = Path.GetFullPath(stateDirectory);
+        Directory.CreateDirectory(directory);
+        var stateLock = StateDirectoryLock.Acquire(Path.Combine(directory, LockFileName));
+        try
+        {
+            var store = new JobStore(directory, time, logger, stateLock, logDecorator);
+            lock (store._gate)
+            {
+                store.OpenDatabase(allowQuarantine: true);
+                Log.StoreOpened(logger, store.DatabasePath, store._queuedCount, store._runningCount, store._outboxCount);
+            }
+
+            return store;
+        }
+        catch
+        {
+            stateLock.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Commits one ingest batch (group commit) in ONE transaction, then fsyncs the log; acknowledge the MQTT
+    /// messages (PUBACK, in order) only after this returns (DESIGN.md §4 rule 1).
+    /// </summary>
+    /// <param name="items">The batch, in arrival order.</param>
+    /// <returns>One decision per item, in the same order. A valid job with a new id is
+    /// <see cref="IngestDecisionKind.Accepted"/> (job QUEUED, its <c>accepted</c> event in the outbox); a valid job
+    /// whose id is already stored, or appeared earlier in this batch, is <see cref="IngestDecisionKind.Duplicate"/>
+    /// with the stored record (nothing written); a rejected item is <see cref="IngestDecisionKind.Rejected"/> (its
+    /// <c>error</c> event in the outbox, no job).</returns>
+    /// <exception cref="ArgumentException">An item is inconsistent (<c>Job.Id</c> differs from <c>JobId</c>, empty id or topic).</exception>
+    /// <exception cref="IOException">Disk full or I/O error: do not acknowledge; the batch may or may not have
+    /// committed, and retrying it is safe (ids decide).</exception>
+    /// <exception cref="ObjectDisposedException">The store is disposed.</exception>
+    public IReadOnlyList<IngestDecision> CommitBatch(IReadOnlyList<IngestItem> items)
+    {
+        Validate(items);
+
+        if (items.Count == 0)
+        {
+            return [];
+        }
+
+        lock (_gate)
+        {
+            var decisions = new IngestDecision[items.Count];
+            var nextJobSeq = _nextJobSeq;
+            var nextOutboxSeq = _nextOutboxSeq;
+            var addedJobs = 0;
+            var addedBytes = 0L;
+            var addedOutbox = 0;
+            var acceptedAt = _time.GetUtcNow();
+
+            InTransaction(db =>
+            {
+                var jobs = db.GetCollection(JobsCollection);
+                var queue = db.GetCollection(QueueCollection);
+                var outbox = db.GetCollection(OutboxCollection);
+                for (var i = 0; i < items.Count; i++)
+                {
+                    var item = items[i];
+                    if (item.Job is not { } job)
+                    {
+                        outbox.Insert(OutboxDocument(nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload));
+                        addedOutbox++;
+                        decisions[i] = new IngestDecision(IngestDecisionKind.Rejected, item.JobId, null);
+                        continue;
+                    }
+
+                    // Reads inside the transaction see its own inserts: a repeat within the batch is a duplicate too.
+                    if (jobs.FindById(item.JobId) is { } existing)
+                    {
+                        decisions[i] = new IngestDecision(IngestDecisionKind.Duplicate, item.JobId, ToRecord(existing));
+                        continue;
+                    }
+
+                    var seq = nextJobSeq++;
+                    if (seq > MaxSeq)
+                    {
+                        throw new InvalidOperationException("The job sequence number space is exhausted.");
+                    }
+
+                    var size = RequestBytes(job);
+                    jobs.Insert(JobDocument(job, seq, item, acceptedAt));
+                    queue.Insert(QueueDocument(QueueKey(job.Priority, seq), job.Id, size));
+                    outbox.Insert(OutboxDocument(nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload));
+                    addedJobs++;
+                    addedBytes += size;
+                    addedOutbox++;
+                    decisions[i] = new IngestDecision(IngestDecisionKind.Accepted, item.JobId, null);
+                }
+
+                if (addedOutbox > 0)
+                {
+                    SaveMeta(db, nextJobSeq, nextOutboxSeq);
+                }
+
+                // Always fsync: a Duplicate may be the retry of a batch that committed but threw before its fsync,
+                // and the caller is about to acknowledge it.
+                return true;
+            });
+
+            _nextJobSeq = nextJobSeq;
+            _nextOutboxSeq = nextOutboxSeq;
+            _queuedCount += addedJobs;
+            _queuedBytes += addedBytes;
+            _outboxCount += addedOutbox;
+            return decisions;
+        }
+    }
+
+    /// <summary>
+    /// Takes the next job: the highest priority first, then the earliest accepted (FIFO). Marks it IN_PROGRESS,
+    /// increments <see cref="JobRecord.Attempts"/>, and fsyncs, so an attempt is counted even across a power loss.
+    /// </summary>
+    /// <returns>The job as updated, or null when no job is QUEUED. The caller checks
+    /// <see cref="JobRecord.Attempts"/> (poison jobs, DESIGN.md §4 rule 3) and <see cref="JobRecord.Deadline"/>
+    /// (rule 5) before running it.</returns>
+    /// <exception cref="IOException">I/O error; the job stays QUEUED.</exception>
+    public JobRecord? TakeNext()
+    {
+        lock (_gate)
+        {
+            JobRecord? taken = null;
+            var removedEntries = 0;
+            var removedBytes = 0L;
+            var startedAt = _time.GetUtcNow();
+
+            InTransaction(db =>
+            {
+                var queue = db.GetCollection(QueueCollection);
+                var jobs = db.GetCollection(JobsCollection);
+                while (queue.Find(Query.All(), 0, 1).FirstOrDefault() is { } entry)
+                {
+                    queue.Delete(entry["_id"]);
+                    removedEntries++;
+                    removedBytes += entry["size"].AsInt32;
+                    var jobId = entry["job_id"].AsString;
+                    var doc = jobs.FindById(jobId);
+                    if (doc is null || doc["status"].AsString != JobStatuses.Queued)
+                    {
+                        continue; // an entry without a QUEUED job must never block the queue
+                    }
+
+                    doc["status"] = JobStatuses.InProgress;
+                    doc["attempts"] = doc["attempts"].AsInt32 + 1;
+                    doc["started_at"] = startedAt.UtcTicks;
+                    jobs.Update(doc);
+                    db.GetCollection(RunningCollection).Upsert(RunningDocument(jobId, entry["_id"].AsInt64, entry["size"].AsInt32));
+                    taken = ToRecord(doc);
+                    return true;
+                }
+
+                return removedEntries > 0;
+            });
+
+            _queuedCount -= removedEntries;
+            _queuedBytes -= removedBytes;
+            if (taken is not null)
+            {
+                _inFlight.Add(taken.Id);
+                _runningCount++;
+            }
+
+            return taken;
+        }
+    }
+
+    /// <summary>
+    /// Records a job's one final outcome in one transaction: final status, the event bytes (kept for byte-identical
+    /// re-publishing) and an outbox entry to the job's reply topic; then fsyncs. A QUEUED job (canceled or expired
+    /// before it ran) leaves the queue.
+    /// </summary>
+    /// <param name="jobId">A stored job.</param>
+    /// <param name="finalStatus">A final status (<see cref="JobStatuses.IsFinal"/>): SUCCEEDED, FAILED, TIMED_OUT, CANCELED or REJECTED.</param>
+    /// <param name="finalEvent">The <c>result</c> or <c>error</c> event (<see cref="JobEvents"/>).</param>
+    /// <returns>True when recorded; false when the job already had a final outcome, which is kept (a job has
+    /// exactly one outcome, DESIGN.md §4 rule 2; e.g. a cancel racing the result).</returns>
+    /// <exception cref="ArgumentException"><paramref name="finalStatus"/> is not final.</exception>
+    /// <exception cref="InvalidOperationException">No job has this id (a bug in the caller).</exception>
+    /// <exception cref="IOException">I/O error: nothing is known to be recorded; retry.</exception>
+    public bool Finish(string jobId, string finalStatus, byte[] finalEvent)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(jobId);
+        ArgumentNullException.ThrowIfNull(finalEvent);
+        if (!JobStatuses.IsFinal(finalStatus))
+        {
+            throw new ArgumentException($"'{finalStatus}' is not a final status.", nameof(finalStatus));
+        }
+
+        lock (_gate)
+        {
+            var recorded = false;
+            var leftQueueBytes = -1L;
+            var leftRunning = false;
+            var nextOutboxSeq = _nextOutboxSeq;
+            var finishedAt = _time.GetUtcNow();
+
+            InTransaction(db =>
+            {
+                var jobs = db.GetCollection(JobsCollection);
+                var doc = jobs.FindById(jobId)
+                    ?? throw new InvalidOperationException($"Job '{jobId}' is not in the store.");
+                var status = doc["status"].AsString;
+                if (JobStatuses.IsFinal(status))
+                {
+                    return false;
+                }
+
+                if (status == JobStatuses.Queued)
+                {
+                    var queue = db.GetCollection(QueueCollection);
+                    var key = QueueKey(doc["request"]["priority"].AsInt32, doc["seq"].AsInt64);
+                    if (queue.FindById(key) is { } entry && queue.Delete(key))
+                    {
+                        leftQueueBytes = entry["size"].AsInt32;
+                    }
+                }
+
+                leftRunning = db.GetCollection(RunningCollection).Delete(jobId);
+                doc["status"] = finalStatus;
+                doc["final_event"] = finalEvent;
+                doc["finished_at"] = finishedAt.UtcTicks;
+                jobs.Update(doc);
+                db.GetCollection(OutboxCollection).Insert(OutboxDocument(
+                    nextOutboxSeq++, jobId, doc["reply_topic"].AsString, NullableBinary(doc["correlation"]), finalEvent));
+                SaveMeta(db, _nextJobSeq, nextOutboxSeq);
+                recorded = true;
+                return true;
+            });
+
+            if (recorded)
+            {
+                _nextOutboxSeq = nextOutboxSeq;
+                _outboxCount++;
+                _inFlight.Remove(jobId);
+                if (leftRunning)
+                {
+                    _runningCount--;
+                }
+
+                if (leftQueueBytes >= 0)
+                {
+                    _queuedCount--;
+                    _queuedBytes -= leftQueueBytes;
+                }
+            }
+
+            return recorded;
+        }
+    }
+
+    /// <summary>Reads up to <paramref name="max"/> undelivered outbox entries, lowest <see cref="OutboxEntry.Seq"/> first.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="max"/> is not positive.</exception>
+    /// <exception cref="IOException">I/O error.</exception>
+    public IReadOnlyList<OutboxEntry> ReadOutbox(int max)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(max);
+        lock (_gate)
+        {
+            return Read(db => db.GetCollection(OutboxCollection).Find(Query.All(), 0, max).Select(ToOutboxEntry).ToList());
+        }
+    }
+
+    /// <summary>
+    /// Removes a published entry from the outbox (after its QoS 1 PUBACK). Not fsynced: if the removal is lost the
+    /// entry is published again, byte-identical. Unknown or already removed entries are ignored.
+    /// </summary>
+    /// <exception cref="IOException">I/O error.</exception>
+    public void MarkDelivered(long seq)
+    {
+        lock (_gate)
+        {
+            if (Read(db => db.GetCollection(OutboxCollection).Delete(seq)))
+            {
+                _outboxCount--;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Puts jobs that were IN_PROGRESS when a previous process stopped back in the queue, at their original place
+    /// (same priority and acceptance order), keeping their <see cref="JobRecord.Attempts"/> (DESIGN.md §4 rule 3).
+    /// Jobs taken by this store instance and not yet finished are left alone, so calling it late is harmless.
+    /// </summary>
+    /// <returns>How many jobs were re-queued.</returns>
+    /// <exception cref="IOException">I/O error.</exception>
+    public int RequeueInterrupted()
+    {
+        lock (_gate)
+        {
+            var requeued = 0;
+            var removed = 0;
+            var addedEntries = 0;
+            var addedBytes = 0L;
+            InTransaction(db =>
+            {
+                var running = db.GetCollection(RunningCollection);
+                var jobs = db.GetCollection(JobsCollection);
+                var queue = db.GetCollection(QueueCollection);
+                foreach (var entry in running.FindAll().ToList())
+                {
+                    var jobId = entry["_id"].AsString;
+                    if (_inFlight.Contains(jobId))
+                    {
+                        continue;
+                    }
+
+                    running.Delete(jobId);
+                    removed++;
+                    var doc = jobs.FindById(jobId);
+                    if (doc is null || doc["status"].AsString != JobStatuses.InProgress)
+                    {
+                        continue;
+                    }
+
+                    doc["status"] = JobStatuses.Queued;
+                    jobs.Update(doc);
+                    if (queue.Upsert(QueueDocument(entry["key"].AsInt64, jobId, entry["size"].AsInt32)))
+                    {
+                        addedEntries++;
+                        addedBytes += entry["size"].AsInt32;
+                    }
+
+                    requeued++;
+                }
+
+                return removed > 0;
+            });
+
+            if (removed > 0)
+            {
+                _runningCount -= removed;
+                _queuedCount += addedEntries;
+                _queuedBytes += addedBytes;
+            }
+
+            if (requeued > 0)
+            {
+                Log.JobsRequeued(_logger, requeued);
+            }
+
+            return requeued;
+        }
+    }
+
+    /// <summary>Reads one job, or null when the id is unknown.</summary>
+    /// <exception cref="IOException">I/O error.</exception>
+    public JobRecord? Get(string jobId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(jobId);
+        lock (_gate)
+        {
+            return Read(db => db.GetCollection(JobsCollection).FindById(jobId) is { } doc ? ToRecord(doc) : null);
+        }
+    }
+
+    /// <summary>How many jobs are QUEUED (for the <c>Queue:MaxJobs</c> bound and metrics).</summary>
+    public int CountQueued()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _queuedCount;
+        }
+    }
+
+    /// <summary>
+    /// Deletes up to <paramref name="max"/> jobs whose final outcome was recorded before <paramref name="finishedBefore"/>
+    /// (the <c>Queue:Retention</c> window). After that a resubmitted id is a new job. Scans the jobs collection
+    /// (no secondary index): call it rarely, when idle.
+    /// </summary>
+    /// <returns>How many jobs were deleted.</returns>
+    /// <exception cref="IOException">I/O error.</exception>
+    public int PurgeFinished(DateTimeOffset finishedBefore, int max)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(max);
+        lock (_gate)
+        {
+            var deleted = 0;
+            InTransaction(db =>
+            {
+                var jobs = db.GetCollection(JobsCollection);
+                var old = jobs.Find(Query.And(Query.GTE("finished_at", 0L), Query.LT("finished_at", finishedBefore.UtcTicks)), 0, max)
+                    .Select(d => d["_id"])
+                    .ToList();
+                foreach (var id in old)
+                {
+                    if (jobs.Delete(id))
+                    {
+                        deleted++;
+                    }
+                }
+
+                return deleted > 0;
+            }, durable: false);
+
+            if (deleted > 0)
+            {
+                Log.FinishedJobsPurged(_logger, deleted, finishedBefore);
+            }
+
+            return deleted;
+        }
+    }
+
+    /// <summary>
+    /// Copies the LiteDB log into the data file and truncates the log (LiteDB flushes the data file to disk first).
+    /// Auto-checkpoint only runs with no open transaction or cursor, so call this when idle, and on shutdown.
+    /// </summary>
+    /// <exception cref="IOException">I/O error.</exception>
+    public void Checkpoint()
+    {
+        lock (_gate)
+        {
+            Read(db =>
+            {
+                db.Checkpoint();
+                return true;
+            });
+        }
+    }
+
+    /// <summary>Checkpoints, closes the database and releases the lock file. Errors while closing are logged.</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            if (_files is not null)
+            {
+                try
+                {
+                    _files.Database.Checkpoint();
+                }
+                catch (Exception ex) when (ex is IOException or LiteException)
+                {
+                    Log.StoreCloseFailed(_logger, ex);
+                }
+
+                var checkpointed = _files.LogLength == 0;
+                CloseQuietly(_files);
+                _files = null;
+                if (checkpointed)
+                {
+                    File.Delete(Path.Combine(_directory, LogFileName)); // as LiteDB does with an empty log
+                }
+            }
+
+            _lock.Dispose();
+        }
+    }
+
+    private static void Validate(IReadOnlyList<IngestItem> items)
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        for (var index = 0; index < items.Count; index++)
+        {
+            var item = items[index];
+            if (item is null)
+            {
+                throw new ArgumentException($"Item {index} is null.", nameof(items));
+            }
+
+            if (string.IsNullOrEmpty(item.JobId) || string.IsNullOrEmpty(item.ReplyTopic) || item.EventPayload is null)
+            {
+                throw new ArgumentException($"Item {index} needs a job id, a reply topic and an event payload.", nameof(items));
+            }
+
+            if (item.Job is not null && !string.Equals(item.Job.Id, item.JobId, StringComparison.Ordinal))
+            {
+                throw new ArgumentException($"Item {index}: JobId '{item.JobId}' differs from Job.Id '{item.Job.Id}'.", nameof(items));
+            }
+        }
+    }
+
+    /// <summary>Runs <paramref name="body"/> (which returns whether it wrote anything) in one transaction.</summary>
+    private void InTransaction(Func<LiteDatabase, bool> body, bool durable = true)
+    {
+        var db = Database();
+        try
+        {
+            if (!db.BeginTrans())
+            {
+                throw new InvalidOperationException("A LiteDB transaction is already open on this thread.");
+            }
+
+            bool wrote;
+            var committed = false;
+            try
+            {
+                wrote = body(db);
+                db.Commit();
+                committed = true;
+            }
+            finally
+            {
+                if (!committed)
+                {
+                    TryRollback(db);
+                }
+            }
+
+            if (wrote && durable)
+            {
+                SyncLog();
+            }
+        }
+        catch (IOException ex)
+        {
+            OnIoError(ex);
+            throw;
+        }
+    }
+
+    private T Read<T>(Func<LiteDatabase, T> body)
+    {
+        var db = Database();
+        try
+        {
+            return body(db);
+        }
+        catch (IOException ex)
+        {
+            OnIoError(ex);
+            throw;
+        }
+    }
+
+    private LiteDatabase Database()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_files is null)
+        {
+            OpenDatabase(allowQuarantine: false);
+        }
+
+        return _files!.Database;
+    }
+
+    private void OnIoError(IOException exception)
+    {
+        Log.StoreIoError(_logger, exception);
+        CloseQuietly(_files);
+        _files = null;
+    }
+
+    private void TryRollback(LiteDatabase db)
+    {
+        try
+        {
+            db.Rollback();
+        }
+        catch (Exception ex) when (ex is IOException or LiteException)
+        {
+            Log.StoreIoError(_logger, ex);
+        }
+    }
+
+    private void CloseQuietly(StoreFiles? files)
+    {
+        if (files?.Close() is { } failure)
+        {
+            Log.StoreCloseFailed(_logger, failure);
+        }
+    }
+
+    private StoreFiles CreateDatabase() =>
+        StoreFiles.Open(DatabasePath, Path.Combine(_directory, LogFileName), OrdinalCollation, _logDecorator);
+
+    /// <summary>Opens the database and loads counters; on an unreadable file, quarantines it and starts empty.</summary>
+    private void OpenDatabase(bool allowQuarantine)
+    {
+        StoreFiles? files = null;
+        try
+        {
+            files = CreateDatabase();
+            LoadState(files.Database);
+        }
+        catch (Exception ex) when (allowQuarantine && IsUnreadableStore(ex))
+        {
+            CloseQuietly(files);
+            files = null;
+            var quarantine = Quarantine();
+            Log.StoreQuarantined(_logger, ex, DatabasePath, quarantine);
+            QuarantinedTo = quarantine;
+        }
+        catch
+        {
+            CloseQuietly(files);
+            throw;
+        }
+
+        if (files is null)
+        {
+            try
+            {
+                files = CreateDatabase();
+                LoadState(files.Database);
+            }
+            catch
+            {
+                CloseQuietly(files);
+                throw;
+            }
+        }
+
+        _files = files;
+        SyncDirectory(); // the data and log files may have just been created
+    }
+
+    /// <summary>Reads meta and every small collection (forcing LiteDB to read their pages) and sets the counters.</summary>
+    private void LoadState(LiteDatabase db)
+    {
+        var meta = db.GetCollection(MetaCollection).FindById(MetaId);
+        var jobs = db.GetCollection(JobsCollection);
+        if (meta is null)
+        {
+            if (jobs.Count() > 0)
+            {
+                throw new UnreadableStoreException("The meta document is missing but jobs exist.");
+            }
+
+            _nextJobSeq = 1;
+            _nextOutboxSeq = 1;
+            SaveMeta(db, _nextJobSeq, _nextOutboxSeq);
+        }
+        else
+        {
+            var schema = meta["schema"].AsInt32;
+            if (schema > SchemaVersion)
+            {
+                throw new InvalidOperationException(
+                    $"{DatabasePath} has schema version {schema}; this edgenode supports up to {SchemaVersion}.");
+            }
+
+            _nextJobSeq = meta["next_job_seq"].AsInt64;
+            _nextOutboxSeq = meta["next_outbox_seq"].AsInt64;
+            if (_nextJobSeq < 1 || _nextOutboxSeq < 1)
+            {
+                throw new UnreadableStoreException("The meta document has invalid sequence numbers.");
+            }
+        }
+
+        var queued = 0;
+        var bytes = 0L;
+        foreach (var entry in db.GetCollection(QueueCollection).FindAll())
+        {
+            _ = jobs.FindById(entry["job_id"].AsString) ?? throw new UnreadableStoreException("A queued job document is missing.");
+            queued++;
+            bytes += entry["size"].AsInt32;
+        }
+
+        var running = 0;
+        foreach (var entry in db.GetCollection(RunningCollection).FindAll())
+        {
+            _ = jobs.FindById(entry["_id"].AsString) ?? throw new UnreadableStoreException("A running job document is missing.");
+            running++;
+        }
+
+        var outbox = 0;
+        foreach (var entry in db.GetCollection(OutboxCollection).FindAll())
+        {
+            _ = ToOutboxEntry(entry);
+            outbox++;
+        }
+
+        _queuedCount = queued;
+        _queuedBytes = bytes;
+        _runningCount = running;
+        _outboxCount = outbox;
+    }
+
+    /// <summary>
+    /// True for failures that mean the file's content is unreadable: LiteDB's own checks (<see cref="LiteException"/>),
+    /// the store's consistency checks, or anything else thrown from inside LiteDB while it parsed garbage (e.g. an
+    /// <see cref="ArgumentOutOfRangeException"/> for a random header date). False for environmental errors
+    /// (permissions, disk, memory) and for errors raised by this class's own code, which must not move data aside.
+    /// </summary>
+    private static bool IsUnreadableStore(Exception exception) => exception switch
+    {
+        UnreadableStoreException or LiteException or EndOfStreamException => true,
+        IOException or UnauthorizedAccessException or OutOfMemoryException => false,
+        _ => new System.Diagnostics.StackTrace(exception, fNeedFileInfo: false).GetFrames()
+            .Any(frame => frame.GetMethod()?.Module.Assembly == typeof(LiteDatabase).Assembly),
+    };
+
+    /// <summary>Moves <c>jobs.db</c>, <c>jobs-log.db</c> and any other <c>jobs-*</c> file together into a timestamped folder.</summary>
+    private string Quarantine()
+    {
+        var stamp = _time.GetUtcNow().UtcDateTime.ToString("yyyyMMdd'T'HHmmssfff'Z'", CultureInfo.InvariantCulture);
+        var target = Path.Combine(_directory, QuarantineDirectoryName, "jobs-" + stamp);
+        for (var n = 1; Directory.Exists(target); n++)
+        {
+            target = Path.Combine(_directory, QuarantineDirectoryName, $"jobs-{stamp}-{n}");
+        }
+
+        Directory.CreateDirectory(target);
+        foreach (var file in Directory.EnumerateFiles(_directory, "jobs*").ToList())
+        {
+            var name = Path.GetFileName(file);
+            if (name == DatabaseFileName || name.StartsWith("jobs-", StringComparison.Ordinal))
+            {
+                File.Move(file, Path.Combine(target, name));
+            }
+        }
+
+        SyncDirectory(target);
+        SyncDirectory();
+        return target;
+    }
+
+    private void SyncLog() => _files!.FlushLog();
+
+    private void SyncDirectory(string? directory = null)
+    {
+        directory ??= _directory;
+        var errno = DirectorySync.Flush(directory);
+        if (errno != 0)
+        {
+            Log.DirectorySyncFailed(_logger, directory, errno);
+        }
+    }
+
+    private static void SaveMeta(LiteDatabase db, long nextJobSeq, long nextOutboxSeq) =>
+        db.GetCollection(MetaCollection).Upsert(new BsonDocument
+        {
+            ["_id"] = MetaId,
+            ["schema"] = SchemaVersion,
+            ["next_job_seq"] = nextJobSeq,
+            ["next_outbox_seq"] = nextOutboxSeq,
+        });
+
+    /// <summary>Queue order key: ascending = priority 100 first, then lower seq (earlier acceptance) first.</summary>
+    internal static long QueueKey(int priority, long seq)
+    {
+        var rank = PriorityLimit - Math.Clamp(priority, -PriorityLimit, PriorityLimit); // 0..200, fits 8 bits
+        return ((long)rank << SeqBits) | seq;
+    }
+
+    private static int RequestBytes(JobRequest job)
+    {
+        var bytes = Encoding.UTF8.GetByteCount(job.Id) + Encoding.UTF8.GetByteCount(job.Prompt);
+        foreach (var stop in job.Stop)
+        {
+            bytes += Encoding.UTF8.GetByteCount(stop);
+        }
+
+        return bytes;
+    }
+
+    private static BsonDocument QueueDocument(long key, string jobId, int size) => new()
+    {
+        ["_id"] = key,
+        ["job_id"] = jobId,
+        ["size"] = size,
+    };
+
+    private static BsonDocument RunningDocument(string jobId, long key, int size) => new()
+    {
+        ["_id"] = jobId,
+        ["key"] = key,
+        ["size"] = size,
+    };
+
+    private static BsonDocument OutboxDocument(long seq, string jobId, string topic, byte[]? correlation, byte[] payload) => new()
+    {
+        ["_id"] = seq,
+        ["job_id"] = jobId,
+        ["topic"] = topic,
+        ["correlation"] = correlation is null ? BsonValue.Null : new BsonValue(correlation),
+        ["payload"] = payload,
+    };
+
+    private static OutboxEntry ToOutboxEntry(BsonDocument doc) => new(
+        doc["_id"].AsInt64,
+        doc["job_id"].AsString,
+        doc["topic"].AsString,
+        NullableBinary(doc["correlation"]),
+        doc["payload"].AsBinary ?? throw new UnreadableStoreException("An outbox entry has no payload."));
+
+    private static BsonDocument JobDocument(JobRequest job, long seq, IngestItem item, DateTimeOffset acceptedAt) => new()
+    {
+        ["_id"] = job.Id,
+        ["seq"] = seq,
+        ["status"] = JobStatuses.Queued,
+        ["request"] = new BsonDocument
+        {
+            ["id_assigned"] = job.IdAssigned,
+            ["prompt"] = job.Prompt,
+            ["max_new_tokens"] = job.MaxNewTokens,
+            ["temperature"] = (double)job.Temperature,
+            ["top_k"] = job.TopK,
+            ["top_p"] = (double)job.TopP,
+            ["repetition_penalty"] = (double)job.RepetitionPenalty,
+            ["seed"] = job.Seed is { } seed ? new BsonValue(seed) : BsonValue.Null,
+            ["stop"] = new BsonArray(job.Stop.Select(s => new BsonValue(s))),
+            ["stream"] = job.Stream,
+            ["deadline_ms"] = job.DeadlineMs is { } deadline ? new BsonValue(deadline) : BsonValue.Null,
+            ["priority"] = job.Priority,
+            ["reply_to"] = job.ReplyTo is { } replyTo ? new BsonValue(replyTo) : BsonValue.Null,
+        },
+        ["reply_topic"] = item.ReplyTopic,
+        ["correlation"] = item.CorrelationData is null ? BsonValue.Null : new BsonValue(item.CorrelationData),
+        ["received_at"] = item.ReceivedAt.UtcTicks,
+        ["accepted_at"] = acceptedAt.UtcTicks,
+        ["started_at"] = BsonValue.Null,
+        ["finished_at"] = BsonValue.Null,
+        ["attempts"] = 0,
+        ["final_event"] = BsonValue.Null,
+    };
+
+    private static JobRecord ToRecord(BsonDocument doc)
+    {
+        var id = doc["_id"].AsString;
+        var request = doc["request"].AsDocument;
+        return new JobRecord
+        {
+            Id = id,
+            Seq = doc["seq"].AsInt64,
+            Status = doc["status"].AsString,
+            Request = new JobRequest
+            {
+                Id = id,
+                IdAssigned = request["id_assigned"].AsBoolean,
+                Prompt = request["prompt"].AsString,
+                MaxNewTokens = request["max_new_tokens"].AsInt32,
+                Temperature = (float)request["temperature"].AsDouble,
+                TopK = request["top_k"].AsInt32,
+                TopP = (float)request["top_p"].AsDouble,
+                RepetitionPenalty = (float)request["repetition_penalty"].AsDouble,
+                Seed = request["seed"].IsNull ? null : request["seed"].AsInt64,
+                Stop = [.. request["stop"].AsArray.Select(s => s.AsString)],
+                Stream = request["stream"].AsBoolean,
+                DeadlineMs = request["deadline_ms"].IsNull ? null : request["deadline_ms"].AsInt32,
+                Priority = request["priority"].AsInt32,
+                ReplyTo = request["reply_to"].IsNull ? null : request["reply_to"].AsString,
+            },
+            ReplyTopic = doc["reply_topic"].AsString,
+            CorrelationData = NullableBinary(doc["correlation"]),
+            ReceivedAt = Utc(doc["received_at"])!.Value,
+            AcceptedAt = Utc(doc["accepted_at"])!.Value,
+            StartedAt = Utc(doc["started_at"]),
+            FinishedAt = Utc(doc["finished_at"]),
+            Attempts = doc["attempts"].AsInt32,
+            FinalEvent = NullableBinary(doc["final_event"]),
+        };
+    }
+
+    private static DateTimeOffset? Utc(BsonValue ticks) =>
+        ticks.IsNull ? null : new DateTimeOffset(ticks.AsInt64, TimeSpan.Zero);
+
+    private static byte[]? NullableBinary(BsonValue value) => value.IsNull ? null : value.AsBinary;
+
+    /// <summary>The store's own consistency checks failed while opening: treated like a LiteDB read error.</summary>
+    private sealed class UnreadableStoreException(string message) : Exception(message);
+}

@@ -1,0 +1,54 @@
+using System.Diagnostics.CodeAnalysis;
+
+namespace EdgeNode.Shared.Inference.Synthesis;
+
+/// <summary>GPT-2 architecture sizes the synthesizer can produce (DESIGN.md §2).</summary>
+public enum ModelPreset
+{
+    /// <summary>n_embd 64, 2 layers, 2 heads (head_dim 32): the embedded default and the test model (~3.4 M parameters).</summary>
+    Tiny,
+
+    /// <summary>The GPT-2 124M shape: n_embd 768, 12 layers, 12 heads (head_dim 64), for benchmarks.</summary>
+    Small,
+}
+
+/// <summary>Numeric format of the synthesized model's linear layers.</summary>
+public enum ModelPrecision
+{
+    /// <summary>Every weight is float32.</summary>
+    Fp32,
+
+    /// <summary>
+    /// Every MatMul with an initializer weight uses the onnxruntime <c>quantize_dynamic</c> QOperator pattern
+    /// (DynamicQuantizeLinear → MatMulInteger → Cast → Mul), weights symmetric per-tensor int8.
+    /// </summary>
+    [SuppressMessage("Naming", "CA1720:Identifier contains type name", Justification = "INT8 is the precision's standard name.")]
+    Int8,
+}
+
+/// <summary>
+/// Which ONNX file layout (inputs/outputs) to produce. Only <see cref="Optimum"/> exists today; the legacy merged
+/// decoder (<c>decoder_model_merged.onnx</c>, extra bool <c>use_cache_branch</c>, no <c>position_ids</c>) and a
+/// variant without <c>position_ids</c> are planned and fit the same graph emitter (see <c>Gpt2DecoderGraph</c>).
+/// </summary>
+public enum ModelLayout
+{
+    /// <summary>The Hugging Face Optimum (>= 1.14) <c>model.onnx</c> signature of DESIGN.md §2.</summary>
+    Optimum,
+}
+
+/// <summary>What to synthesize. Equal options always give byte-identical files, on any machine.</summary>
+/// <param name="Preset">Architecture size.</param>
+/// <param name="Precision">FP32 or dynamic INT8 (QOperator).</param>
+/// <param name="QuantizeLmHead">
+/// INT8 only: also quantize the LM head (a quantized copy of wte^T named <c>lm_head.weight_quantized</c>, [n_embd, vocab]);
+/// by default the LM head stays FP32 and tied to <c>transformer.wte.weight</c>. Must be false for <see cref="ModelPrecision.Fp32"/>.
+/// </param>
+/// <param name="Seed">Seed of the weights. FP32 and INT8 models of the same seed and preset quantize the same FP32 weights.</param>
+/// <param name="Layout">File layout; <see cref="ModelLayout.Optimum"/> by default.</param>
+public sealed record SynthesisOptions(
+    ModelPreset Preset,
+    ModelPrecision Precision,
+    bool QuantizeLmHead,
+    ulong Seed,
+    ModelLayout Layout = ModelLayout.Optimum);

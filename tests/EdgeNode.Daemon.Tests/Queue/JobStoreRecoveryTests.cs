@@ -1,0 +1,171 @@
+using EdgeNode.Daemon.Queue;
+using EdgeNode.Shared.Jobs;
+using EdgeNode.TestSupport;
+using Microsoft.Extensions.Logging;
+using static EdgeNode.Daemon.Tests.Queue.Items;
+
+namespace EdgeNode.Daemon.Tests.Queue;
+
+/// <summary>
+/// Crash images and corrupt files (cases/durability.md 1, 3, 7). A "crash image" is a copy of the state directory
+/// taken while the store is open: LiteDB has written every commit to the OS, but nothing was checkpointed or closed,
+/// which is what the disk holds after a SIGKILL.
+/// </summary>
+public sealed class JobStoreRecoveryTests : IDisposable
+{
+    private readonly TempDirectory _dir = new();
+    private readonly TempDirectory _crashImage = new();
+    private readonly ManualTimeProvider _time = new(Start);
+    private readonly ListLogger _log = new();
+
+    public void Dispose()
+    {
+        _dir.Dispose();
+        _crashImage.Dispose();
+    }
+
+    private JobStore Open(string? directory = null) => JobStore.Open(directory ?? _dir.Path, _time, _log);
+
+    private void CopyCrashImage()
+    {
+        foreach (var file in Directory.EnumerateFiles(_dir.Path))
+        {
+            var name = Path.GetFileName(file);
+            if (name != JobStore.LockFileName)
+            {
+                File.Copy(file, Path.Combine(_crashImage.Path, name));
+            }
+        }
+    }
+
+    [Fact]
+    public void Open_CrashImageWithUncheckpointedLog_HasEveryCommittedJobAndOutcome()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([.. Enumerable.Range(0, 20).Select(i => Accept($"j{i:D2}"))]);
+            store.TakeNext();
+            store.Finish("j00", JobStatuses.Succeeded, ResultEvent("j00"));
+            store.TakeNext(); // j01 is running when the process "dies"
+            Assert.True(new FileInfo(Path.Combine(_dir.Path, JobStore.LogFileName)).Length > 0);
+            CopyCrashImage();
+        }
+
+        using var recovered = Open(_crashImage.Path);
+
+        Assert.Equal(1, recovered.RequeueInterrupted());
+        Assert.Equal(ResultEvent("j00"), recovered.Get("j00")!.FinalEvent);
+        Assert.Equal(19, recovered.CountQueued());
+        var next = recovered.TakeNext()!;
+        Assert.Equal("j01", next.Id);
+        Assert.Equal(2, next.Attempts);
+        Assert.Equal(20 + 1, recovered.ReadOutbox(100).Count);
+    }
+
+    [Fact]
+    public void Open_CrashImage_OutboxRepublishesByteIdenticalEvents()
+    {
+        byte[] final = ResultEvent("j1");
+        using (var store = Open())
+        {
+            store.CommitBatch([Accept("j1")]);
+            store.TakeNext();
+            store.Finish("j1", JobStatuses.Succeeded, final);
+            var entries = store.ReadOutbox(10);
+            store.MarkDelivered(entries[0].Seq); // the accepted event was delivered, the result not yet
+            CopyCrashImage();
+        }
+
+        using var recovered = Open(_crashImage.Path);
+
+        var entry = Assert.Single(recovered.ReadOutbox(10));
+        Assert.Equal(final, entry.Payload);
+        Assert.Equal(final, recovered.Get("j1")!.FinalEvent);
+    }
+
+    public static TheoryData<string> Corruptions() => ["truncate-to-half", "zero-middle-page", "garbage-header"];
+
+    [Theory]
+    [MemberData(nameof(Corruptions))]
+    public void Open_CorruptDatabase_MovesFilesAsideLogsAndServesNewJobs(string corruption)
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([.. Enumerable.Range(0, 20).Select(i => Accept($"j{i}"))]);
+        }
+
+        var path = Path.Combine(_dir.Path, JobStore.DatabaseFileName);
+        var bytes = File.ReadAllBytes(path);
+        var original = bytes.ToArray();
+        switch (corruption)
+        {
+            case "truncate-to-half":
+                bytes = bytes[..(bytes.Length / 2)];
+                break;
+            case "zero-middle-page":
+                bytes.AsSpan((bytes.Length / 2) - 4096, 8192).Clear();
+                break;
+            default:
+                new Random(7).NextBytes(bytes.AsSpan(0, 8192));
+                break;
+        }
+
+        File.WriteAllBytes(path, bytes);
+
+        using var reopened = Open();
+
+        Assert.NotNull(reopened.QuarantinedTo);
+        Assert.StartsWith(Path.Combine(_dir.Path, "quarantine", "jobs-20250301T120000000Z"), reopened.QuarantinedTo, StringComparison.Ordinal);
+        // LiteDB flags a corrupt file (header byte 191) before throwing, so compare lengths, not bytes.
+        Assert.Equal(bytes.Length, new FileInfo(Path.Combine(reopened.QuarantinedTo, JobStore.DatabaseFileName)).Length);
+        Assert.NotEqual(original, bytes);
+        Assert.Contains(_log.Entries, e => e.Level == LogLevel.Error && e.Id.Id == 1101 && e.Exception is not null);
+        Assert.Equal(0, reopened.CountQueued());
+        Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("after")])[0].Kind);
+        Assert.Equal("after", reopened.TakeNext()!.Id);
+    }
+
+    [Fact]
+    public void Open_CorruptDatabaseWithLog_MovesDataAndLogTogether()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([Accept("j1")]);
+            CopyCrashImage();
+        }
+
+        var data = Path.Combine(_crashImage.Path, JobStore.DatabaseFileName);
+        var bytes = File.ReadAllBytes(data);
+        new Random(7).NextBytes(bytes.AsSpan(0, 8192));
+        File.WriteAllBytes(data, bytes);
+
+        using var reopened = Open(_crashImage.Path);
+
+        Assert.NotNull(reopened.QuarantinedTo);
+        Assert.True(File.Exists(Path.Combine(reopened.QuarantinedTo, JobStore.DatabaseFileName)));
+        Assert.True(File.Exists(Path.Combine(reopened.QuarantinedTo, JobStore.LogFileName)));
+        Assert.Null(reopened.Get("j1"));
+    }
+
+    [Fact]
+    public void Open_AfterQuarantine_NextOpenIsNormal()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([Accept("j1")]);
+        }
+
+        var path = Path.Combine(_dir.Path, JobStore.DatabaseFileName);
+        File.WriteAllBytes(path, File.ReadAllBytes(path)[..8192]);
+        using (var quarantined = Open())
+        {
+            Assert.NotNull(quarantined.QuarantinedTo);
+            quarantined.CommitBatch([Accept("j2")]);
+        }
+
+        using var normal = Open();
+
+        Assert.Null(normal.QuarantinedTo);
+        Assert.Equal(["j2"], new[] { normal.TakeNext()!.Id });
+    }
+}
