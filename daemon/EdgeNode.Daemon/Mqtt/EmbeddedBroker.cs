@@ -1,8 +1,11 @@
 using System.Net;
+using System.Runtime.CompilerServices;
 using EdgeNode.Daemon.Options;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MQTTnet.Formatter;
+using MQTTnet.Packets;
 using MQTTnet.Server;
 
 namespace EdgeNode.Daemon.Mqtt;
@@ -36,13 +39,7 @@ internal sealed class EmbeddedBroker(IOptions<MqttOptions> options, ILogger<Embe
         _server = new MqttServerFactory().CreateMqttServer(serverOptions);
         _server.ValidatingConnectionAsync += e =>
         {
-            // MQTT 3.1.1 §3.1.3.1 and MQTT 5 §3.1.3.1: a client may send a zero-length client id and the
-            // server assigns one (mosquitto_pub/mosquitto_sub do this by default).
-            if (string.IsNullOrEmpty(e.ClientId))
-            {
-                e.AssignedClientIdentifier = "auto-" + Guid.NewGuid().ToString("N");
-            }
-
+            AssignClientIdIfEmpty(e);
             return Task.CompletedTask;
         };
         try
@@ -58,6 +55,37 @@ internal sealed class EmbeddedBroker(IOptions<MqttOptions> options, ILogger<Embe
 
         Log.EmbeddedBrokerStarted(logger, mqtt.Embedded.Port);
     }
+
+    /// <summary>
+    /// A client may connect with a zero-length client id and have the server assign one: MQTT 5 §3.1.3.1
+    /// and MQTT 3.1.1 §3.1.3.1 (with CleanSession = 1). <c>mosquitto_pub</c>/<c>mosquitto_sub</c> do this by
+    /// default. MQTTnet 5.2 assigns ids only to MQTT 5 clients and refuses 3.1.1 ones, so for those the
+    /// CONNECT packet's id is filled in before MQTTnet checks it.
+    /// </summary>
+    internal static void AssignClientIdIfEmpty(ValidatingConnectionEventArgs e)
+    {
+        if (!string.IsNullOrEmpty(e.ClientId))
+        {
+            return;
+        }
+
+        var assigned = "auto-" + Guid.NewGuid().ToString("N");
+        e.AssignedClientIdentifier = assigned;
+        if (e.ProtocolVersion != MqttProtocolVersion.V500 && e.CleanSession == true)
+        {
+            try
+            {
+                ConnectPacket(e).ClientId = assigned;
+            }
+            catch (MissingFieldException)
+            {
+                // Another MQTTnet version: the client is refused as before (identifier rejected).
+            }
+        }
+    }
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "_connectPacket")]
+    private static extern ref MqttConnectPacket ConnectPacket(ValidatingConnectionEventArgs e);
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {

@@ -45,7 +45,7 @@ internal sealed class MqttOptions
     public int Port { get; set; } = 1883;
 
     /// <summary>MQTT protocol version: 5 (default) or 3 (3.1.1).</summary>
-    [AllowedValues(3, 4, 5, ErrorMessage = "Mqtt:ProtocolVersion must be 5 or 3 (3.1.1).")]
+    [AllowedValues(3, 5, ErrorMessage = "Mqtt:ProtocolVersion must be 5 or 3 (3.1.1).")]
     public int ProtocolVersion { get; set; } = 5;
 
     /// <summary>Client id; default <c>edgenode-{Node:Id}</c>. Stable so that the broker keeps our persistent session.</summary>
