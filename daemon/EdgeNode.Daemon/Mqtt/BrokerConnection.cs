@@ -100,11 +100,15 @@ internal sealed class BrokerConnection : BackgroundService
             .WithTopic(topic)
             .WithPayload(payload)
             .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
-            .WithContentType("application/json")
             .WithRetainFlag(retain);
-        if (correlationData is { Length: > 0 } && _options.ProtocolVersion == 5)
+        if (_options.ProtocolVersion == 5)
         {
-            builder.WithCorrelationData(correlationData);
+            // MQTT 5 properties; MQTTnet refuses them on a 3.1.1 link.
+            builder.WithContentType("application/json");
+            if (correlationData is { Length: > 0 })
+            {
+                builder.WithCorrelationData(correlationData);
+            }
         }
 
         var result = await _client.PublishAsync(builder.Build(), cancellationToken);
