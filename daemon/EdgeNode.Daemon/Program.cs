@@ -9,4 +9,17 @@ var root = new RootCommand("EdgeNode: an edge runtime that takes GPT-2 text-gene
     GenerateCommand.Create(),
     ModelCommand.Create(),
 };
-return await root.Parse(args).InvokeAsync();
+var parseResult = root.Parse(args);
+if (parseResult.Errors.Count > 0)
+{
+    // Usage errors exit 2 (like other Unix tools), with System.CommandLine's messages.
+    foreach (var error in parseResult.Errors)
+    {
+        await Console.Error.WriteLineAsync("edgenode: " + error.Message);
+    }
+
+    await Console.Error.WriteLineAsync("Try 'edgenode --help'.");
+    return 2;
+}
+
+return await parseResult.InvokeAsync();

@@ -8,9 +8,6 @@ internal static partial class Log
     [LoggerMessage(300, LogLevel.Information, "No Inference:ModelPath configured: using the synthesized tiny INT8 demonstration model {Path} (random weights: its text is not meaningful; see README for a real GPT-2)")]
     public static partial void DemoModel(ILogger logger, string path);
 
-    [LoggerMessage(301, LogLevel.Information, "Model loaded: {Path} ({Precision}, {Layers} layers, {Heads} heads, n_embd {Embd}) on the {Provider} execution provider")]
-    public static partial void ModelLoaded(ILogger logger, string path, string precision, int layers, int heads, int embd, string provider);
-
     [LoggerMessage(302, LogLevel.Information, "Job {JobId} {Status} ({Detail})")]
     public static partial void JobFinished(ILogger logger, string jobId, string status, string detail);
 

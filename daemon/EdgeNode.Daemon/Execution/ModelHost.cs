@@ -49,9 +49,7 @@ internal sealed class ModelHost(
         state.StartupStage = "loading model";
         _model = Gpt2Model.Load(path, new InferenceSettings { IntraOpThreads = options.Value.IntraOpThreads }, logger);
         Generator = new Gpt2Generator(_model, Gpt2Tokenizer.Shared);
-        var info = _model.Info;
-        Log.ModelLoaded(logger, info.Path, info.Precision, info.NLayer, info.NHead, info.NEmbd, info.ExecutionProvider);
-        state.Model = info;
+        state.Model = _model.Info;
         state.StartupStage = "connecting to broker";
         return Task.CompletedTask;
     }
