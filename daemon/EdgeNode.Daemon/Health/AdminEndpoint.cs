@@ -15,11 +15,11 @@ namespace EdgeNode.Daemon.Health;
 
 /// <summary>
 /// The local admin endpoint (Kestrel, <c>Admin:Url</c>, default <c>http://127.0.0.1:9600</c>):
-/// <c>/healthz</c> (the process is alive) and <c>/readyz</c> (200 once the store is open, the model
+/// <c>/healthz</c> (the process is alive), <c>/metrics</c> (Prometheus text format) and <c>/readyz</c> (200 once the store is open, the model
 /// loaded and the broker connected; 503 with the reasons otherwise), as Kubernetes-style probes.
 /// Started first so that readiness can be watched during start-up.
 /// </summary>
-internal sealed class AdminEndpoint(IOptions<AdminOptions> options, NodeState state, ILogger<AdminEndpoint> logger) : IHostedService, IAsyncDisposable
+internal sealed class AdminEndpoint(IOptions<AdminOptions> options, NodeState state, NodeMetrics metrics, ILogger<AdminEndpoint> logger) : IHostedService, IAsyncDisposable
 {
     private WebApplication? _app;
 
@@ -49,8 +49,14 @@ internal sealed class AdminEndpoint(IOptions<AdminOptions> options, NodeState st
                 ["model"] = model?.Path,
                 ["execution_provider"] = model?.ExecutionProvider,
                 ["broker_connected"] = state.BrokerConnected,
+                ["store_quarantined_to"] = state.StoreQuarantinedTo,
             };
             return Results.Text(JsonSerializer.Serialize(body), "application/json", statusCode: state.IsReady ? 200 : 503);
+        });
+        _app.MapGet("/metrics", async (HttpContext context) =>
+        {
+            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            await metrics.WriteAsync(context.Response.Body, state, context.RequestAborted);
         });
         await _app.StartAsync(cancellationToken);
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault();

@@ -72,6 +72,7 @@ internal static class EdgeNodeHost
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<NodeState>();
         services.AddSingleton<NodeSignals>();
+        services.AddSingleton<NodeMetrics>();
         services.AddSingleton<AdminEndpoint>();
         services.AddSingleton<StoreHost>();
         services.AddSingleton<ModelHost>();
@@ -86,7 +87,10 @@ internal static class EdgeNodeHost
         services.AddHostedService(sp => sp.GetRequiredService<ModelHost>());
         services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
         services.AddHostedService(sp => sp.GetRequiredService<BrokerConnection>());
+        services.AddSingleton<StatusPublisher>();
+        services.AddHostedService(sp => sp.GetRequiredService<StatusPublisher>());
         services.AddHostedService<OutboxPublisher>();
+        services.AddHostedService<StoreMaintenance>();
         services.AddHostedService<Executor>();
         services.AddHostedService<IngestService>();
         return builder;

@@ -1,5 +1,6 @@
 using System.Buffers;
 using EdgeNode.Daemon.Execution;
+using EdgeNode.Daemon.Health;
 using EdgeNode.Daemon.Hosting;
 using EdgeNode.Daemon.Mqtt;
 using EdgeNode.Daemon.Options;
@@ -24,6 +25,7 @@ internal sealed class IngestService(
     StoreHost storeHost,
     ModelHost modelHost,
     NodeSignals signals,
+    NodeMetrics metrics,
     IOptions<QueueOptions> queueOptions,
     IOptions<NodeOptions> nodeOptions,
     TimeProvider time,
@@ -38,26 +40,49 @@ internal sealed class IngestService(
         var max = queueOptions.Value.MaxBatch;
         var batch = new List<InboundMessage>(max);
         var items = new List<IngestItem>(max);
+        var codes = new List<string?>(max);
         try
         {
             while (await reader.WaitToReadAsync(stoppingToken))
             {
                 batch.Clear();
                 items.Clear();
+                codes.Clear();
                 while (batch.Count < max && reader.TryRead(out var message))
                 {
                     batch.Add(message);
-                    items.Add(Prepare(message));
                 }
 
                 IReadOnlyList<IngestDecision>? decisions = null;
                 try
                 {
-                    decisions = storeHost.Store.CommitBatch(items);
+                    lock (metrics.Gate)
+                    {
+                        PrepareBatch(batch, items, codes);
+                        decisions = storeHost.Store.CommitBatch(items);
+                        for (var i = 0; i < decisions.Count; i++)
+                        {
+                            if (decisions[i].Kind == IngestDecisionKind.Accepted)
+                            {
+                                metrics.Accepted.Inc();
+                            }
+                            else if (decisions[i].Kind == IngestDecisionKind.Rejected)
+                            {
+                                metrics.Rejected.WithLabels(codes[i] ?? JobErrorCodes.Internal).Inc();
+                            }
+                        }
+                    }
                 }
                 catch (Exception ex) when (ex is IOException or LiteDB.LiteException or UnauthorizedAccessException)
                 {
+                    for (var i = items.Count; i < batch.Count; i++)
+                    {
+                        items.Add(Prepare(batch[i]).Item);
+                    }
+
                     IngestLog.CommitFailed(logger, ex, items.Count);
+                    metrics.StoreErrors.WithLabels("commit").Inc();
+                    metrics.Rejected.WithLabels(JobErrorCodes.Storage).Inc(items.Count);
                 }
 
                 for (var i = 0; i < batch.Count; i++)
@@ -83,7 +108,56 @@ internal sealed class IngestService(
         }
     }
 
-    private IngestItem Prepare(InboundMessage message)
+    /// <summary>
+    /// Validates each message and decides what to commit: the job, or its rejection. Runs under the metrics
+    /// gate, so the queue bounds (<c>Queue:MaxJobs</c>, <c>Queue:MaxBytes</c>) are checked against a store
+    /// nobody else is changing.
+    /// </summary>
+    private void PrepareBatch(List<InboundMessage> batch, List<IngestItem> items, List<string?> codes)
+    {
+        var store = storeHost.Store;
+        var queuedJobs = store.CountQueued();
+        var queuedBytes = store.QueuedBytes;
+        var limits = queueOptions.Value;
+        foreach (var message in batch)
+        {
+            var (item, code) = Prepare(message);
+            if (item.Job is { } job && code is null)
+            {
+                var bytes = JobBytes(job);
+                if ((queuedJobs + 1 > limits.MaxJobs || queuedBytes + bytes > limits.MaxBytes) && store.Get(job.Id) is null)
+                {
+                    var reason = queuedJobs + 1 > limits.MaxJobs
+                        ? $"the queue holds its maximum of {limits.MaxJobs} jobs (Queue:MaxJobs); retry later"
+                        : $"the queue holds its maximum of {limits.MaxBytes} bytes (Queue:MaxBytes); retry later";
+                    code = JobErrorCodes.QueueFull;
+                    item = item with { Job = null, EventPayload = JobEvents.Error(job.Id, JobStatuses.Rejected, code, reason) };
+                }
+                else
+                {
+                    queuedJobs++;
+                    queuedBytes += bytes;
+                }
+            }
+
+            items.Add(item);
+            codes.Add(code);
+        }
+    }
+
+    /// <summary>The bytes a job counts against <c>Queue:MaxBytes</c>: UTF-8 of its id, prompt and stop sequences.</summary>
+    private static long JobBytes(JobRequest job)
+    {
+        long bytes = System.Text.Encoding.UTF8.GetByteCount(job.Id) + System.Text.Encoding.UTF8.GetByteCount(job.Prompt);
+        foreach (var stop in job.Stop)
+        {
+            bytes += System.Text.Encoding.UTF8.GetByteCount(stop);
+        }
+
+        return bytes;
+    }
+
+    private (IngestItem Item, string? RejectionCode) Prepare(InboundMessage message)
     {
         var m = message.Args.ApplicationMessage;
         var payload = m.Payload;
@@ -110,7 +184,7 @@ internal sealed class IngestService(
         var eventPayload = job is not null
             ? JobEvents.Accepted(job.Id, "local", _nodeId)
             : JobEvents.Error(parsed.Id, JobStatuses.Rejected, error!.Code, error.Message);
-        return new IngestItem(job, parsed.Id, replyTopic, correlation, eventPayload, message.ReceivedAt);
+        return (new IngestItem(job, parsed.Id, replyTopic, correlation, eventPayload, message.ReceivedAt), job is null ? error!.Code : null);
     }
 
     private async Task AnswerDuplicateAsync(IngestItem item, IngestDecision decision, CancellationToken cancellationToken)

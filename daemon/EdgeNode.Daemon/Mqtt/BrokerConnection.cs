@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using EdgeNode.Daemon.Health;
 using EdgeNode.Daemon.Hosting;
 using EdgeNode.Daemon.Options;
 using Microsoft.Extensions.Hosting;
@@ -37,10 +38,13 @@ internal sealed class BrokerConnection : BackgroundService
     private readonly Channel<InboundMessage> _inbound;
     private readonly Signal _linkChanged = new();
     private readonly ResiliencePipeline _connectPipeline;
+    private readonly NodeMetrics _metrics;
     private long _generation;
+    private volatile bool _stopping;
 
-    public BrokerConnection(IOptions<MqttOptions> options, IOptions<NodeOptions> node, NodeState state, TimeProvider time, ILogger<BrokerConnection> logger)
+    public BrokerConnection(IOptions<MqttOptions> options, IOptions<NodeOptions> node, NodeState state, NodeMetrics metrics, TimeProvider time, ILogger<BrokerConnection> logger)
     {
+        _metrics = metrics;
         _options = options.Value;
         _node = node.Value;
         _state = state;
@@ -53,7 +57,11 @@ internal sealed class BrokerConnection : BackgroundService
         _client.DisconnectedAsync += e =>
         {
             _state.BrokerConnected = false;
-            Log.Disconnected(_logger, e.Reason.ToString());
+            if (!_stopping)
+            {
+                Log.Disconnected(_logger, e.Reason.ToString());
+            }
+
             _linkChanged.Set();
             return Task.CompletedTask;
         };
@@ -162,6 +170,7 @@ internal sealed class BrokerConnection : BackgroundService
 
     public override async Task StopAsync(CancellationToken cancellationToken)
     {
+        _stopping = true;
         await base.StopAsync(cancellationToken);
         if (_client.IsConnected)
         {
@@ -199,6 +208,17 @@ internal sealed class BrokerConnection : BackgroundService
             builder.WithCredentials(_options.Username, _options.Password);
         }
 
+        if (_options.UseTls)
+        {
+            builder.WithTlsOptions(BrokerTls.Configure(_options));
+        }
+
+        // The Will marks the node offline (retained) if the link dies without a DISCONNECT (DESIGN.md §3).
+        builder.WithWillTopic(Topics.Status)
+            .WithWillPayload(StatusPublisher.OfflinePayload(_node.Id))
+            .WithWillQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithWillRetain(true);
+
         if (_client.IsConnected)
         {
             return;
@@ -212,7 +232,11 @@ internal sealed class BrokerConnection : BackgroundService
             throw new IOException($"broker refused the connection: {result.ResultCode} {result.ReasonString}");
         }
 
-        Interlocked.Increment(ref _generation);
+        if (Interlocked.Increment(ref _generation) > 1)
+        {
+            _metrics.BrokerReconnects.Inc();
+        }
+
         var version = _options.ProtocolVersion == 5 ? "5" : "3.1.1";
         Log.Connected(_logger, Host, Port, clientId, version, result.IsSessionPresent);
         await SubscribeAsync(result, cancellationToken);

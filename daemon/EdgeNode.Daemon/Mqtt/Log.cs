@@ -25,4 +25,7 @@ internal static partial class Log
 
     [LoggerMessage(106, LogLevel.Warning, "MQTT ping failed; reconnecting")]
     public static partial void PingFailed(ILogger logger);
+
+    [LoggerMessage(107, LogLevel.Warning, "Publishing the node status failed: {Reason}")]
+    public static partial void StatusPublishFailed(ILogger logger, string reason);
 }

@@ -17,6 +17,10 @@ internal sealed class NodeOptions
     /// </summary>
     public string? StateDirectory { get; set; }
 
+    /// <summary>Seconds between retained status messages on <c>{prefix}/nodes/{Id}/status</c>.</summary>
+    [Range(1, 86_400)]
+    public int StatusIntervalSeconds { get; set; } = 30;
+
     /// <summary>The state directory after defaults are applied, as an absolute path.</summary>
     public string ResolveStateDirectory()
     {
@@ -55,11 +59,18 @@ internal sealed class MqttOptions
 
     public string? Password { get; set; }
 
+    /// <summary>Connect with TLS (port 8883 by convention). The server certificate is checked against
+    /// <see cref="CaFile"/> when given, else against the system trust store.</summary>
     public bool UseTls { get; set; }
 
+    /// <summary>PEM file with the CA certificate(s) that sign the broker's certificate.</summary>
     public string? CaFile { get; set; }
 
+    /// <summary>PEM (certificate, with its key unless <see cref="ClientKeyFile"/> is given) or PKCS#12 file for TLS client authentication.</summary>
     public string? ClientCertificateFile { get; set; }
+
+    /// <summary>PEM private key of <see cref="ClientCertificateFile"/> when it is kept in a separate file.</summary>
+    public string? ClientKeyFile { get; set; }
 
     /// <summary>Topic prefix; default <c>edgenode</c> (DESIGN.md §3).</summary>
     [RegularExpression(@"^[^+#\s]+$", ErrorMessage = "Mqtt:TopicPrefix must be non-empty without '+', '#' or spaces.")]
@@ -115,6 +126,22 @@ internal sealed class QueueOptions
     /// <summary>Largest group commit of the ingest loop (jobs per LiteDB transaction).</summary>
     [Range(1, 10_000)]
     public int MaxBatch { get; set; } = 256;
+
+    /// <summary>Most jobs waiting in the queue; beyond it new jobs get <c>queue_full</c> (DESIGN.md §4.4).</summary>
+    [Range(1, 10_000_000)]
+    public int MaxJobs { get; set; } = 10_000;
+
+    /// <summary>Most bytes (prompts, ids, stop sequences) waiting in the queue; beyond it new jobs get <c>queue_full</c>.</summary>
+    [Range(1024, long.MaxValue)]
+    public long MaxBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>Runs a job may start before it fails as poison (<c>attempts_exhausted</c>); a crash mid-run counts as one (DESIGN.md §4.3).</summary>
+    [Range(1, 100)]
+    public int MaxAttempts { get; set; } = 3;
+
+    /// <summary>How long finished jobs are kept so that a resubmitted id gets its stored outcome; then they are purged.</summary>
+    [Range(typeof(TimeSpan), "00:00:01", "365.00:00:00")]
+    public TimeSpan Retention { get; set; } = TimeSpan.FromHours(24);
 }
 
 /// <summary>Section <c>Admin</c>: the loopback HTTP endpoint (<c>/healthz</c>, <c>/readyz</c>).</summary>

@@ -1,3 +1,4 @@
+using EdgeNode.Daemon.Health;
 using EdgeNode.Daemon.Hosting;
 using EdgeNode.Daemon.Options;
 using Microsoft.Extensions.Hosting;
@@ -11,7 +12,7 @@ namespace EdgeNode.Daemon.Queue;
 /// re-queues jobs a previous process left IN_PROGRESS (DESIGN.md §4.3). Registered first, so it is
 /// stopped (and the store closed) after every loop that uses it.
 /// </summary>
-internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, TimeProvider time, ILogger<JobStore> logger) : IHostedService, IDisposable
+internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, NodeMetrics metrics, TimeProvider time, ILogger<JobStore> logger) : IHostedService, IDisposable
 {
     private JobStore? _store;
 
@@ -26,6 +27,14 @@ internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, Tim
         if (requeued > 0)
         {
             StoreLog.Requeued(logger, requeued);
+        }
+
+        metrics.Recovered.Inc(_store.CountQueued());
+        if (_store.QuarantinedTo is { } quarantined)
+        {
+            state.StoreQuarantinedTo = quarantined;
+            metrics.StoreQuarantined.Set(1);
+            metrics.StoreErrors.WithLabels("quarantined").Inc();
         }
 
         state.StoreOpen = true;
@@ -46,4 +55,7 @@ internal static partial class StoreLog
 {
     [LoggerMessage(200, LogLevel.Warning, "Re-queued {Count} job(s) left in progress by the previous run")]
     public static partial void Requeued(ILogger logger, int count);
+
+    [LoggerMessage(201, LogLevel.Warning, "Store maintenance (purge, checkpoint) failed: {Reason}; retrying at the next period")]
+    public static partial void MaintenanceFailed(ILogger logger, string reason);
 }

@@ -33,6 +33,10 @@ public static class JobErrorCodes
     /// <summary>A bug in the node; the job is failed rather than retried forever.</summary>
     public const string Internal = "internal";
 
+    /// <summary>The job started <c>Queue:MaxAttempts</c> runs without finishing (the process died each time): it fails as
+    /// poison so that it never blocks the queue (DESIGN.md §4.3).</summary>
+    public const string AttemptsExhausted = "attempts_exhausted";
+
     /// <summary>The durable store could not take the job (disk full, I/O error); nothing was queued.</summary>
     public const string Storage = "storage_error";
 }

@@ -1,0 +1,58 @@
+using EdgeNode.Daemon.Options;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace EdgeNode.Daemon.Queue;
+
+/// <summary>
+/// Keeps the job database bounded: finished jobs older than <c>Queue:Retention</c> are purged (until then a
+/// resubmitted id gets its stored outcome), then the LiteDB log is checkpointed into the data file so that
+/// neither file grows without bound (notes/litedb.md: auto-checkpoint needs an idle moment).
+/// Runs every quarter of the retention window, at most every 10 minutes.
+/// </summary>
+internal sealed class StoreMaintenance(StoreHost storeHost, IOptions<QueueOptions> options, TimeProvider time, ILogger<StoreMaintenance> logger) : BackgroundService
+{
+    private const int PurgeBatch = 1_000;
+
+    /// <summary>Purges what the retention window allows, then checkpoints. Returns how many jobs were purged.</summary>
+    public int RunOnce()
+    {
+        var store = storeHost.Store;
+        var cutoff = time.GetUtcNow() - options.Value.Retention;
+        var total = 0;
+        int purged;
+        do
+        {
+            purged = store.PurgeFinished(cutoff, PurgeBatch);
+            total += purged;
+        }
+        while (purged == PurgeBatch);
+
+        store.Checkpoint();
+        return total;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var period = TimeSpan.FromTicks(Math.Clamp(options.Value.Retention.Ticks / 4, TimeSpan.TicksPerSecond, TimeSpan.FromMinutes(10).Ticks));
+        using var timer = new PeriodicTimer(period, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                try
+                {
+                    RunOnce();
+                }
+                catch (Exception ex) when (ex is IOException or LiteDB.LiteException)
+                {
+                    StoreLog.MaintenanceFailed(logger, ex.Message);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+}
