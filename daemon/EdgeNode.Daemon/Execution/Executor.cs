@@ -83,6 +83,7 @@ internal sealed class Executor(
     private Outcome Execute(JobRecord job)
     {
         var request = job.Request;
+        Log.JobStarted(logger, job.Id, job.Attempts);
         var started = time.GetUtcNow();
         var queueMs = (started - job.AcceptedAt).TotalMilliseconds;
         if (job.Attempts > queueOptions.Value.MaxAttempts)

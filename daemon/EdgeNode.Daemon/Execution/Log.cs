@@ -13,4 +13,7 @@ internal static partial class Log
 
     [LoggerMessage(303, LogLevel.Error, "Job {JobId} failed with an internal error")]
     public static partial void JobCrashed(ILogger logger, Exception exception, string jobId);
+
+    [LoggerMessage(304, LogLevel.Information, "Job {JobId} started (attempt {Attempt})")]
+    public static partial void JobStarted(ILogger logger, string jobId, int attempt);
 }
