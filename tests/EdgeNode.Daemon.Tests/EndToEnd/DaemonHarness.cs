@@ -15,12 +15,13 @@ namespace EdgeNode.Daemon.Tests.EndToEnd;
 /// </summary>
 internal sealed class DaemonHarness : IAsyncDisposable
 {
-    private readonly TempDirectory _state;
+    private readonly TempDirectory? _ownedState;
 
-    private DaemonHarness(IHost host, TempDirectory state, int brokerPort)
+    private DaemonHarness(IHost host, string stateDirectory, TempDirectory? ownedState, int brokerPort)
     {
         Host = host;
-        _state = state;
+        StateDirectory = stateDirectory;
+        _ownedState = ownedState;
         BrokerPort = brokerPort;
     }
 
@@ -28,20 +29,25 @@ internal sealed class DaemonHarness : IAsyncDisposable
 
     public int BrokerPort { get; }
 
-    public string StateDirectory => _state.Path;
+    public string StateDirectory { get; }
 
     public JobStore Store => Host.Services.GetRequiredService<StoreHost>().Store;
 
+    /// <summary>The admin endpoint's bound address (<c>http://127.0.0.1:{ephemeral}/</c>).</summary>
+    public Uri AdminUrl => Host.Services.GetRequiredService<Health.AdminEndpoint>().BoundAddress!;
+
     /// <summary>Starts a node and waits until it is ready (model loaded, broker connected).</summary>
     /// <param name="externalBrokerPort">Port of an external broker on 127.0.0.1; null for the embedded broker.</param>
-    public static async Task<DaemonHarness> StartAsync(int? externalBrokerPort = null, IDictionary<string, string?>? extra = null, int protocolVersion = 5)
+    /// <param name="stateDirectory">An existing state directory to reuse (kept on dispose); null for a fresh temporary one.</param>
+    public static async Task<DaemonHarness> StartAsync(int? externalBrokerPort = null, IDictionary<string, string?>? extra = null, int protocolVersion = 5, string? stateDirectory = null)
     {
-        var state = new TempDirectory();
+        var owned = stateDirectory is null ? new TempDirectory() : null;
+        var statePath = stateDirectory ?? owned!.Path;
         var port = externalBrokerPort ?? Ports.FreeLoopbackPort();
         var config = new Dictionary<string, string?>
         {
             ["Node:Id"] = "test-node",
-            ["Node:StateDirectory"] = state.Path,
+            ["Node:StateDirectory"] = statePath,
             ["Inference:ModelPath"] = Models.TinyInt8,
             ["Admin:Url"] = "http://127.0.0.1:0",
             ["Mqtt:ProtocolVersion"] = protocolVersion.ToString(CultureInfo.InvariantCulture),
@@ -67,7 +73,7 @@ internal sealed class DaemonHarness : IAsyncDisposable
         await host.StartAsync();
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await host.Services.GetRequiredService<NodeState>().WhenReadyAsync(cts.Token);
-        return new DaemonHarness(host, state, port);
+        return new DaemonHarness(host, statePath, owned, port);
     }
 
     public Task<JobClient> ConnectClientAsync() => JobClient.ConnectAsync("127.0.0.1", BrokerPort);
@@ -81,7 +87,7 @@ internal sealed class DaemonHarness : IAsyncDisposable
         finally
         {
             Host.Dispose();
-            _state.Dispose();
+            _ownedState?.Dispose();
         }
     }
 }

@@ -1,0 +1,35 @@
+using System.Globalization;
+
+namespace EdgeNode.Daemon.Tests.Operations;
+
+/// <summary>Reads Prometheus text-format samples from a real <c>/metrics</c> endpoint over HTTP.</summary>
+internal sealed class MetricsScraper(Uri adminUrl) : IDisposable
+{
+    private readonly HttpClient _http = new() { BaseAddress = adminUrl, Timeout = TimeSpan.FromSeconds(30) };
+
+    public async Task<Dictionary<string, double>> ScrapeAsync()
+    {
+        var text = await _http.GetStringAsync(new Uri("/metrics", UriKind.Relative));
+        var samples = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var line in text.Split('\n'))
+        {
+            if (line.Length == 0 || line[0] == '#')
+            {
+                continue;
+            }
+
+            var space = line.LastIndexOf(' ');
+            samples[line[..space]] = double.Parse(line[(space + 1)..], CultureInfo.InvariantCulture);
+        }
+
+        return samples;
+    }
+
+    /// <summary>Sum of every sample of a metric (all label sets).</summary>
+    public static double Sum(Dictionary<string, double> samples, string name) =>
+        samples.Where(kv => kv.Key == name || kv.Key.StartsWith(name + "{", StringComparison.Ordinal)).Sum(kv => kv.Value);
+
+    public static double Get(Dictionary<string, double> samples, string key) => samples.TryGetValue(key, out var v) ? v : 0;
+
+    public void Dispose() => _http.Dispose();
+}
