@@ -133,6 +133,16 @@ internal sealed class JobClient : IAsyncDisposable
         }
     }
 
+    /// <summary>Asks the node to cancel a job: an empty QoS 1 message on <c>{prefix}/jobs/{jobId}/cancel</c> (DESIGN.md §3).</summary>
+    public async Task CancelAsync(string jobId, CancellationToken cancellationToken = default)
+    {
+        var message = new MqttApplicationMessageBuilder()
+            .WithTopic(_topicPrefix + "/jobs/" + jobId + "/cancel")
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .Build();
+        await _client.PublishAsync(message, cancellationToken);
+    }
+
     /// <summary>Submits and collects all events of the job until the final one.</summary>
     public async Task<IReadOnlyList<JobEvent>> RunAsync(byte[] payload, TimeSpan timeout, string? topic = null, CancellationToken cancellationToken = default)
     {

@@ -20,6 +20,7 @@ namespace EdgeNode.Daemon.Execution;
 internal sealed class Executor(
     StoreHost storeHost,
     ModelHost modelHost,
+    Mqtt.BrokerConnection broker,
     NodeSignals signals,
     NodeMetrics metrics,
     IOptions<NodeOptions> nodeOptions,
@@ -30,6 +31,26 @@ internal sealed class Executor(
     private readonly string _nodeId = nodeOptions.Value.Id;
 
     private int _inFlight;
+    private readonly Lock _currentGate = new();
+    private (string JobId, CancellationTokenSource Cancel)? _current;
+
+    /// <summary>
+    /// Cancels the running job if it is <paramref name="jobId"/>: generation stops before the next decode step
+    /// (a Run in progress is terminated) and the job ends CANCELED. Returns false when that job is not running.
+    /// </summary>
+    public bool CancelRunning(string jobId)
+    {
+        lock (_currentGate)
+        {
+            if (_current is { } current && current.JobId == jobId)
+            {
+                current.Cancel.Cancel();
+                return true;
+            }
+
+            return false;
+        }
+    }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -40,12 +61,18 @@ internal sealed class Executor(
             while (!stoppingToken.IsCancellationRequested)
             {
                 JobRecord? job;
+                using var cancel = new CancellationTokenSource();
                 lock (metrics.Gate)
                 {
+                    // Under the gate a cancel request (IngestService) sees the job either queued or cancellable.
                     job = store.TakeNext();
                     if (job is not null)
                     {
                         _inFlight++;
+                        lock (_currentGate)
+                        {
+                            _current = (job.Id, cancel);
+                        }
                     }
                 }
 
@@ -57,7 +84,18 @@ internal sealed class Executor(
 
                 // CPU-bound: run on the thread pool so the host's threads stay free. Not tied to
                 // stoppingToken: a job that started is finished, then the loop stops.
-                var outcome = await Task.Run(() => Execute(job), CancellationToken.None);
+                var stream = job.Request.Stream ? new TokenStream(broker, job, logger) : null;
+                var outcome = await Task.Run(() => Execute(job, stream, cancel.Token), CancellationToken.None);
+                lock (_currentGate)
+                {
+                    _current = null;
+                }
+
+                if (stream is not null)
+                {
+                    await stream.CompleteAsync(); // token events go out before the final event
+                }
+
                 lock (metrics.Gate)
                 {
                     store.Finish(job.Id, outcome.Status, outcome.Payload);
@@ -80,7 +118,7 @@ internal sealed class Executor(
 
     private readonly record struct Outcome(string Status, string? Code, byte[] Payload, bool Ran);
 
-    private Outcome Execute(JobRecord job)
+    private Outcome Execute(JobRecord job, TokenStream? stream, CancellationToken cancellationToken)
     {
         var request = job.Request;
         Log.JobStarted(logger, job.Id, job.Attempts);
@@ -104,10 +142,10 @@ internal sealed class Executor(
         }
 
         GenerationOutcome outcome;
-        var parameters = ToParameters(request);
+        var parameters = stream is null ? ToParameters(request) : ToParameters(request) with { OnToken = stream.OnToken };
         try
         {
-            outcome = modelHost.Generator.Generate(request.Prompt, parameters, CancellationToken.None);
+            outcome = modelHost.Generator.Generate(request.Prompt, parameters, cancellationToken);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {

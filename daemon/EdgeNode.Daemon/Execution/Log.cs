@@ -16,4 +16,7 @@ internal static partial class Log
 
     [LoggerMessage(304, LogLevel.Information, "Job {JobId} started (attempt {Attempt})")]
     public static partial void JobStarted(ILogger logger, string jobId, int attempt);
+
+    [LoggerMessage(305, LogLevel.Warning, "A token event of job {JobId} could not be published: {Reason}")]
+    public static partial void TokenPublishFailed(ILogger logger, string jobId, string reason);
 }

@@ -91,7 +91,8 @@ internal static class EdgeNodeHost
         services.AddHostedService(sp => sp.GetRequiredService<StatusPublisher>());
         services.AddHostedService<OutboxPublisher>();
         services.AddHostedService<StoreMaintenance>();
-        services.AddHostedService<Executor>();
+        services.AddSingleton<Executor>();
+        services.AddHostedService(sp => sp.GetRequiredService<Executor>());
         services.AddHostedService<IngestService>();
         return builder;
     }

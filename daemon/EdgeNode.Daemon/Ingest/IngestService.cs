@@ -24,6 +24,7 @@ internal sealed class IngestService(
     BrokerConnection broker,
     StoreHost storeHost,
     ModelHost modelHost,
+    Executor executor,
     NodeSignals signals,
     NodeMetrics metrics,
     IOptions<QueueOptions> queueOptions,
@@ -48,9 +49,28 @@ internal sealed class IngestService(
                 batch.Clear();
                 items.Clear();
                 codes.Clear();
-                while (batch.Count < max && reader.TryRead(out var message))
+                while (batch.Count < max && reader.TryPeek(out var next))
                 {
+                    if (broker.Topics.CancelledJobId(next.Args.ApplicationMessage.Topic) is not null && batch.Count > 0)
+                    {
+                        break; // commit the jobs before it first: a cancel may name one of them
+                    }
+
+                    reader.TryRead(out var message);
+                    if (broker.Topics.CancelledJobId(message!.Args.ApplicationMessage.Topic) is { } cancelId)
+                    {
+                        Cancel(cancelId);
+                        await broker.AcknowledgeAsync(message, stoppingToken);
+                        continue;
+                    }
+
                     batch.Add(message);
+                }
+
+                if (batch.Count == 0)
+                {
+                    signals.OutboxChanged.Set();
+                    continue;
                 }
 
                 IReadOnlyList<IngestDecision>? decisions = null;
@@ -106,6 +126,37 @@ internal sealed class IngestService(
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
         }
+    }
+
+    /// <summary>
+    /// A cancel request (DESIGN.md §3, <c>{prefix}/jobs/{jobId}/cancel</c>): a queued job ends CANCELED at once
+    /// (its outcome recorded like any other), a running one is stopped within one decode step by the executor,
+    /// a finished or unknown one is left as it is.
+    /// </summary>
+    private void Cancel(string jobId)
+    {
+        string outcome;
+        lock (metrics.Gate)
+        {
+            var record = storeHost.Store.Get(jobId);
+            if (record is { Status: JobStatuses.Queued })
+            {
+                var payload = JobEvents.Error(jobId, JobStatuses.Canceled, JobErrorCodes.Canceled, "the job was canceled before it ran");
+                storeHost.Store.Finish(jobId, JobStatuses.Canceled, payload);
+                metrics.Cancelled.Inc();
+                outcome = "removed from the queue";
+            }
+            else if (record is { Status: JobStatuses.InProgress })
+            {
+                outcome = executor.CancelRunning(jobId) ? "stopping the running job" : "already finishing";
+            }
+            else
+            {
+                outcome = record is null ? "unknown job" : "already " + record.Status;
+            }
+        }
+
+        IngestLog.CancelHandled(logger, jobId, outcome);
     }
 
     /// <summary>
@@ -227,4 +278,7 @@ internal static partial class IngestLog
 
     [LoggerMessage(401, LogLevel.Warning, "Publishing to {Topic} failed: {Reason}")]
     public static partial void PublishFailed(ILogger logger, string topic, string reason);
+
+    [LoggerMessage(402, LogLevel.Information, "Cancel request for job {JobId}: {Outcome}")]
+    public static partial void CancelHandled(ILogger logger, string jobId, string outcome);
 }

@@ -262,7 +262,7 @@ internal sealed class BrokerConnection : BackgroundService
             }
         }
 
-        foreach (var topic in pool is null ? [Topics.NodeJobs] : new[] { pool, Topics.NodeJobs })
+        foreach (var topic in pool is null ? [Topics.NodeJobs, Topics.CancelFilter] : new[] { pool, Topics.NodeJobs, Topics.CancelFilter })
         {
             var code = await SubscribeOneAsync(topic, cancellationToken);
             if (code is not (MqttClientSubscribeResultCode.GrantedQoS1 or MqttClientSubscribeResultCode.GrantedQoS0 or MqttClientSubscribeResultCode.GrantedQoS2))

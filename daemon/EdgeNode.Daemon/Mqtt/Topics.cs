@@ -15,6 +15,22 @@ internal sealed class Topics(string prefix, string nodeId)
     /// <summary>Retained node status topic, <c>{prefix}/nodes/{nodeId}/status</c>.</summary>
     public string Status { get; } = prefix + "/nodes/" + nodeId + "/status";
 
+    /// <summary>Cancel requests, <c>{prefix}/jobs/+/cancel</c> (DESIGN.md §3).</summary>
+    public string CancelFilter { get; } = prefix + "/jobs/+/cancel";
+
+    /// <summary>The job id of a cancel topic <c>{prefix}/jobs/{jobId}/cancel</c>, or null for any other topic.</summary>
+    public string? CancelledJobId(string topic)
+    {
+        var head = prefix + "/jobs/";
+        if (topic.Length > head.Length + "/cancel".Length && topic.StartsWith(head, StringComparison.Ordinal) && topic.EndsWith("/cancel", StringComparison.Ordinal))
+        {
+            var id = topic[head.Length..^"/cancel".Length];
+            return id.Contains('/', StringComparison.Ordinal) ? null : id;
+        }
+
+        return null;
+    }
+
     /// <summary>Default reply topic of a job without a response topic or <c>reply_to</c>: <c>{prefix}/results/{jobId}</c>.</summary>
     public string DefaultReply(string jobId) => prefix + "/results/" + jobId;
 }

@@ -1,0 +1,59 @@
+using System.Threading.Channels;
+using EdgeNode.Daemon.Mqtt;
+using EdgeNode.Daemon.Queue;
+using EdgeNode.Shared.Inference;
+using EdgeNode.Shared.Jobs;
+using Microsoft.Extensions.Logging;
+
+namespace EdgeNode.Daemon.Execution;
+
+/// <summary>
+/// Publishes the <c>token</c> events of a job with <c>"stream": true</c> (DESIGN.md §3:
+/// <c>{"type":"token","id":..,"seq":n,"text":".."}</c>, seq from 0) on its reply topic, from a task of its own so
+/// that decoding never waits for the broker. Only non-empty pieces are sent: the inference core holds back the
+/// bytes of a character split across tokens, so no event carries a broken character and the texts concatenate
+/// to the result's text. Token events are best effort (not in the outbox); the final event is durable.
+/// </summary>
+internal sealed class TokenStream
+{
+    private readonly Channel<byte[]> _events = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly string _jobId;
+    private readonly Task _publisher;
+    private int _seq;
+
+    public TokenStream(BrokerConnection broker, JobRecord job, ILogger logger)
+    {
+        _jobId = job.Id;
+        OnToken = token =>
+        {
+            if (token.Text.Length > 0)
+            {
+                _events.Writer.TryWrite(JobEvents.Token(_jobId, _seq++, token.Text));
+            }
+        };
+        _publisher = Task.Run(async () =>
+        {
+            await foreach (var payload in _events.Reader.ReadAllAsync())
+            {
+                try
+                {
+                    await broker.PublishAsync(job.ReplyTopic, payload, job.CorrelationData, retain: false, CancellationToken.None);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    Log.TokenPublishFailed(logger, _jobId, ex.Message);
+                }
+            }
+        });
+    }
+
+    /// <summary>The generator's per-token callback.</summary>
+    public Action<GeneratedToken> OnToken { get; }
+
+    /// <summary>Waits until every token event was handed to the broker.</summary>
+    public Task CompleteAsync()
+    {
+        _events.Writer.TryComplete();
+        return _publisher;
+    }
+}
