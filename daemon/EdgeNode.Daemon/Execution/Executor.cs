@@ -21,6 +21,7 @@ internal sealed class Executor(
     StoreHost storeHost,
     ModelHost modelHost,
     Mqtt.BrokerConnection broker,
+    Outbox.OutboxPublisher outbox,
     NodeSignals signals,
     NodeMetrics metrics,
     IOptions<NodeOptions> nodeOptions,
@@ -84,7 +85,10 @@ internal sealed class Executor(
 
                 // CPU-bound: run on the thread pool so the host's threads stay free. Not tied to
                 // stoppingToken: a job that started is finished, then the loop stops.
-                var stream = job.Request.Stream ? new TokenStream(broker, job, logger) : null;
+                var acceptedSeq = store.LastOutboxSeq;
+                var stream = job.Request.Stream
+                    ? new TokenStream(broker, job, () => outbox.WaitDeliveredThroughAsync(acceptedSeq, TimeSpan.FromSeconds(30)), logger)
+                    : null;
                 var outcome = await Task.Run(() => Execute(job, stream, cancel.Token), CancellationToken.None);
                 lock (_currentGate)
                 {

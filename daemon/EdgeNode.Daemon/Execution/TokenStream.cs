@@ -21,7 +21,11 @@ internal sealed class TokenStream
     private readonly Task _publisher;
     private int _seq;
 
-    public TokenStream(BrokerConnection broker, JobRecord job, ILogger logger)
+    /// <param name="broker">The link the events go out on.</param>
+    /// <param name="job">The job; its reply topic and correlation data are used.</param>
+    /// <param name="logger">For publish failures.</param>
+    /// <param name="acceptedDelivered">Completes when the job's <c>accepted</c> event has been published.</param>
+    public TokenStream(BrokerConnection broker, JobRecord job, Func<Task> acceptedDelivered, ILogger logger)
     {
         _jobId = job.Id;
         OnToken = token =>
@@ -33,6 +37,7 @@ internal sealed class TokenStream
         };
         _publisher = Task.Run(async () =>
         {
+            await acceptedDelivered(); // events of a job reach the device in order: accepted, token..., result
             await foreach (var payload in _events.Reader.ReadAllAsync())
             {
                 try

@@ -89,7 +89,8 @@ internal static class EdgeNodeHost
         services.AddHostedService(sp => sp.GetRequiredService<BrokerConnection>());
         services.AddSingleton<StatusPublisher>();
         services.AddHostedService(sp => sp.GetRequiredService<StatusPublisher>());
-        services.AddHostedService<OutboxPublisher>();
+        services.AddSingleton<OutboxPublisher>();
+        services.AddHostedService(sp => sp.GetRequiredService<OutboxPublisher>());
         services.AddHostedService<StoreMaintenance>();
         services.AddSingleton<Executor>();
         services.AddHostedService(sp => sp.GetRequiredService<Executor>());

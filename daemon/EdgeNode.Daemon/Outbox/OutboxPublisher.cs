@@ -20,6 +20,9 @@ internal sealed class OutboxPublisher : BackgroundService
     private readonly NodeSignals _signals;
     private readonly TimeProvider _time;
     private readonly ILogger<OutboxPublisher> _logger;
+    private readonly Lock _deliveredGate = new();
+    private readonly List<(long Seq, TaskCompletionSource Done)> _waiters = [];
+    private long _deliveredThrough;
 
     public OutboxPublisher(BrokerConnection broker, StoreHost storeHost, NodeSignals signals, TimeProvider time, ILogger<OutboxPublisher> logger)
     {
@@ -72,9 +75,57 @@ internal sealed class OutboxPublisher : BackgroundService
         }
     }
 
+    /// <summary>
+    /// Completes once every outbox entry up to <paramref name="seq"/> has been published (used to send a job's
+    /// <c>token</c> events only after its <c>accepted</c> event), or after <paramref name="timeout"/>.
+    /// </summary>
+    public async Task WaitDeliveredThroughAsync(long seq, TimeSpan timeout)
+    {
+        TaskCompletionSource done;
+        lock (_deliveredGate)
+        {
+            if (_deliveredThrough >= seq)
+            {
+                return;
+            }
+
+            done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiters.Add((seq, done));
+        }
+
+        _signals.OutboxChanged.Set();
+        try
+        {
+            await done.Task.WaitAsync(timeout, _time);
+        }
+        catch (TimeoutException)
+        {
+            // The link is down or slow: token events are best effort and go out anyway.
+        }
+    }
+
+    private void Delivered(long seq)
+    {
+        lock (_deliveredGate)
+        {
+            _deliveredThrough = Math.Max(_deliveredThrough, seq);
+            _waiters.RemoveAll(w =>
+            {
+                if (w.Seq > _deliveredThrough)
+                {
+                    return false;
+                }
+
+                w.Done.TrySetResult();
+                return true;
+            });
+        }
+    }
+
     /// <summary>Publishes up to one batch of undelivered entries; returns how many were delivered.</summary>
     private async Task<int> DrainOnceAsync(CancellationToken cancellationToken)
     {
+        var lastWritten = _storeHost.Store.LastOutboxSeq; // read first: entries written later are not vouched for
         var entries = _storeHost.Store.ReadOutbox(BatchSize);
         var delivered = 0;
         foreach (var entry in entries)
@@ -91,6 +142,12 @@ internal sealed class OutboxPublisher : BackgroundService
 
             _storeHost.Store.MarkDelivered(entry.Seq);
             delivered++;
+            Delivered(entry.Seq);
+        }
+
+        if (entries.Count == 0)
+        {
+            Delivered(lastWritten); // nothing was pending: everything written before the read is out
         }
 
         return delivered;

@@ -124,6 +124,18 @@ internal sealed class JobStore : IDisposable
         }
     }
 
+    /// <summary>The sequence number of the newest outbox entry so far (0 when none was ever written).</summary>
+    public long LastOutboxSeq
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _nextOutboxSeq - 1;
+            }
+        }
+    }
+
     /// <summary>Undelivered outbox entries.</summary>
     public int OutboxCount
     {
