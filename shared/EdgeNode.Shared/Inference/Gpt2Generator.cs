@@ -46,6 +46,10 @@ public sealed partial class Gpt2Generator
     /// <summary>Test hook: sees each step's logits before the token is chosen.</summary>
     internal StepLogitsObserver? LogitsObserver { get; set; }
 
+    /// <summary>Test hook: called just before each model Run with the number of Runs done so far (after the
+    /// cancellation check, so a cancel from here can only be honoured by RunOptions.Terminate).</summary>
+    internal Action<int>? BeforeRun { get; set; }
+
     /// <summary>Test hook: counts model Runs (prefill + decode steps) of the last generation.</summary>
     internal int RunCount { get; private set; }
 
@@ -173,6 +177,7 @@ public sealed partial class Gpt2Generator
                     inputs[i] = emptyPast;
                 }
 
+                BeforeRun?.Invoke(RunCount);
                 outputs = session.Run(runOptions, inputNames, inputs, outputNames);
                 RunCount++;
             }
@@ -215,6 +220,7 @@ public sealed partial class Gpt2Generator
                     inputs[i] = outputs[1 + i - _model.FirstPastInput];
                 }
 
+                BeforeRun?.Invoke(RunCount);
                 var stepOutputs = session.Run(runOptions, inputNames, inputs, outputNames);
                 RunCount++;
                 outputs.Dispose(); // the past this Run read: safe to free only now
