@@ -11,7 +11,9 @@ namespace EdgeNode.Daemon.Execution;
 /// <summary>
 /// Owns the loaded GPT-2 model. Start-up step "load model": the configured <c>Inference:ModelPath</c>,
 /// or, when none is configured, the tiny INT8 demonstration model synthesized into
-/// <c>{state}/models/</c> on first run (DESIGN.md §2). A model that cannot be loaded fails the start.
+/// <c>{state}/models/</c> on first run (DESIGN.md §2), on the first usable provider of
+/// <c>Inference:ExecutionProviders</c> (stage "building TensorRT engine" while TensorRT is attempted, so /readyz
+/// says why the node is not ready yet). A model that cannot be loaded fails the start.
 /// </summary>
 internal sealed class ModelHost(
     IOptions<InferenceOptions> options,
@@ -47,7 +49,8 @@ internal sealed class ModelHost(
         }
 
         state.StartupStage = "loading model";
-        _model = Gpt2Model.Load(path, new InferenceSettings { IntraOpThreads = options.Value.IntraOpThreads }, logger);
+        var settings = options.Value.ToSettings(node.Value.ResolveStateDirectory(), stage => state.StartupStage = stage);
+        _model = Gpt2Model.Load(path, settings, logger);
         Generator = new Gpt2Generator(_model, Gpt2Tokenizer.Shared);
         state.Model = _model.Info;
         state.StartupStage = "connecting to broker";

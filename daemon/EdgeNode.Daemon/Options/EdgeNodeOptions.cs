@@ -1,4 +1,6 @@
 using System.ComponentModel.DataAnnotations;
+using System.Globalization;
+using EdgeNode.Shared.Inference;
 
 namespace EdgeNode.Daemon.Options;
 
@@ -101,17 +103,84 @@ internal sealed class EmbeddedBrokerOptions
 }
 
 /// <summary>Section <c>Inference</c> (DESIGN.md §2, §8).</summary>
-internal sealed class InferenceOptions
+internal sealed class InferenceOptions : IValidatableObject
 {
     public const string Section = "Inference";
 
-    /// <summary>GPT-2 ONNX file (Optimum <c>model.onnx</c> signature). Empty: the tiny INT8 demonstration model is
-    /// synthesized into the state directory on first run.</summary>
+    /// <summary>GPT-2 ONNX file (Optimum <c>model.onnx</c>, a no-position_ids export or a legacy merged decoder): the
+    /// default file, used by every execution provider without a <see cref="ModelPaths"/> entry (so the CPU file).
+    /// Empty: the tiny INT8 demonstration model is synthesized into the state directory on first run.</summary>
     public string? ModelPath { get; set; }
 
     /// <summary>ONNX Runtime intra-op threads (default 2, the cores of the boards we target).</summary>
     [Range(1, 256)]
     public int IntraOpThreads { get; set; } = 2;
+
+    /// <summary>
+    /// Execution providers to try, in order: "TensorRT", "CUDA", "CPU" (default all three). Each one that cannot be
+    /// used (library missing, no device) is logged as a warning naming it and why, then the next is tried; the one
+    /// chosen is reported by /readyz and status. Null by default (the configuration binder would append configured
+    /// items to a pre-filled list): see <see cref="EffectiveExecutionProviders"/>.
+    /// </summary>
+    public string[]? ExecutionProviders { get; set; }
+
+    /// <summary>The configured list, or the default ["TensorRT", "CUDA", "CPU"] when none is configured.</summary>
+    public IReadOnlyList<string> EffectiveExecutionProviders =>
+        ExecutionProviders is { Length: > 0 } configured ? configured : ExecutionProviderNames.All;
+
+    /// <summary>A model file per provider, e.g. <c>Inference:ModelPaths:TensorRT</c> = an FP16 or QDQ file. Dynamic INT8
+    /// (QOperator) files are CPU-only: without an entry here, GPU providers are skipped for such a default file.</summary>
+    public Dictionary<string, string> ModelPaths { get; set; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>TensorRT fp16 kernels (<c>trt_fp16_enable</c>); default true.</summary>
+    public bool TensorRtFp16 { get; set; } = true;
+
+    /// <summary>TensorRT int8 kernels (<c>trt_int8_enable</c>; needs a QDQ model or calibration); default false.</summary>
+    public bool TensorRtInt8 { get; set; }
+
+    /// <summary>Checks provider names and per-provider files; each message names the configuration key.</summary>
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        var providers = EffectiveExecutionProviders;
+        for (int i = 0; i < providers.Count; i++)
+        {
+            if (ExecutionProviderNames.Normalize(providers[i]) is null)
+            {
+                yield return new ValidationResult(
+                    string.Create(CultureInfo.InvariantCulture,
+                        $"Inference:ExecutionProviders:{i} is '{providers[i]}', which is not an execution provider (known: {string.Join(", ", ExecutionProviderNames.All)})."),
+                    [nameof(ExecutionProviders)]);
+            }
+        }
+
+        foreach (var (provider, path) in ModelPaths ?? [])
+        {
+            if (ExecutionProviderNames.Normalize(provider) is null)
+            {
+                yield return new ValidationResult(
+                    $"Inference:ModelPaths:{provider} names an unknown execution provider (known: {string.Join(", ", ExecutionProviderNames.All)}).",
+                    [nameof(ModelPaths)]);
+            }
+            else if (string.IsNullOrWhiteSpace(path) || !File.Exists(path))
+            {
+                yield return new ValidationResult($"Inference:ModelPaths:{provider} names a file that does not exist: '{path}'.", [nameof(ModelPaths)]);
+            }
+        }
+    }
+
+    /// <summary>Shared-library settings for <see cref="Gpt2Model.Load"/>.</summary>
+    /// <param name="stateDirectory">The node's state directory: TensorRT caches go to <c>{state}/trt-cache</c>.</param>
+    /// <param name="onStage">Receives start-up stages ("building TensorRT engine").</param>
+    public InferenceSettings ToSettings(string stateDirectory, Action<string>? onStage) => new()
+    {
+        IntraOpThreads = IntraOpThreads,
+        ExecutionProviders = [.. EffectiveExecutionProviders.Select(p => ExecutionProviderNames.Normalize(p)!)],
+        ModelPaths = (ModelPaths ?? []).ToDictionary(kv => ExecutionProviderNames.Normalize(kv.Key)!, kv => kv.Value, StringComparer.Ordinal),
+        TensorRtCacheDirectory = Path.Combine(stateDirectory, "trt-cache"),
+        TensorRtFp16 = TensorRtFp16,
+        TensorRtInt8 = TensorRtInt8,
+        OnStage = onStage,
+    };
 }
 
 /// <summary>Section <c>Queue</c> (DESIGN.md §4, §8).</summary>

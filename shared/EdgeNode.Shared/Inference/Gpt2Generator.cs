@@ -20,12 +20,16 @@ internal delegate void StepLogitsObserver(int step, ReadOnlySpan<float> logits);
 /// <para>Thread-safety: one generation at a time per generator, and one generator at a time per
 /// model. The generator reuses its token-choice buffers (vocab-sized arrays) across calls.</para>
 /// </remarks>
-public sealed class Gpt2Generator
+public sealed partial class Gpt2Generator
 {
     private readonly Gpt2Model _model;
     private readonly Gpt2Tokenizer _tokenizer;
     private readonly LogitsSampler _sampler;
     private readonly long[] _attentionMask;
+
+    /// <summary>use_cache_branch values [1] for merged decoders; their buffers live as long as the process (two bools).</summary>
+    private static readonly OrtValue UseCacheFalse = OrtValue.CreateTensorValueFromMemory(new bool[] { false }, [1]);
+    private static readonly OrtValue UseCacheTrue = OrtValue.CreateTensorValueFromMemory(new bool[] { true }, [1]);
 
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
     public Gpt2Generator(Gpt2Model model, Gpt2Tokenizer tokenizer)
@@ -41,6 +45,10 @@ public sealed class Gpt2Generator
 
     /// <summary>Test hook: sees each step's logits before the token is chosen.</summary>
     internal StepLogitsObserver? LogitsObserver { get; set; }
+
+    /// <summary>Test hook: called just before each model Run with the number of Runs done so far (after the
+    /// cancellation check, so a cancel from here can only be honoured by RunOptions.Terminate).</summary>
+    internal Action<int>? BeforeRun { get; set; }
 
     /// <summary>Test hook: counts model Runs (prefill + decode steps) of the last generation.</summary>
     internal int RunCount { get; private set; }
@@ -163,12 +171,13 @@ public sealed class Gpt2Generator
             {
                 inputs[0] = idsValue;
                 inputs[1] = maskValue;
-                inputs[2] = positionsValue;
-                for (int i = Gpt2Model.FirstPastInput; i < inputs.Length; i++)
+                SetOptional(inputs, positionsValue, useCache: false);
+                for (int i = _model.FirstPastInput; i < inputs.Length; i++)
                 {
                     inputs[i] = emptyPast;
                 }
 
+                BeforeRun?.Invoke(RunCount);
                 outputs = session.Run(runOptions, inputNames, inputs, outputNames);
                 RunCount++;
             }
@@ -205,12 +214,13 @@ public sealed class Gpt2Generator
                 using var maskValue = CreateMask(length);
                 inputs[0] = tokenValue;
                 inputs[1] = maskValue;
-                inputs[2] = positionValue;
-                for (int i = Gpt2Model.FirstPastInput; i < inputs.Length; i++)
+                SetOptional(inputs, positionValue, useCache: true);
+                for (int i = _model.FirstPastInput; i < inputs.Length; i++)
                 {
-                    inputs[i] = outputs[1 + i - Gpt2Model.FirstPastInput];
+                    inputs[i] = outputs[1 + i - _model.FirstPastInput];
                 }
 
+                BeforeRun?.Invoke(RunCount);
                 var stepOutputs = session.Run(runOptions, inputNames, inputs, outputNames);
                 RunCount++;
                 outputs.Dispose(); // the past this Run read: safe to free only now
@@ -224,6 +234,21 @@ public sealed class Gpt2Generator
             tokenValue?.Dispose();
             positionValue?.Dispose();
             emptyPast?.Dispose();
+        }
+    }
+
+    /// <summary>Fills the inputs only some variants have: position_ids, and use_cache_branch (merged
+    /// decoder: false with the empty past of the prefill, true afterwards; generation case 3).</summary>
+    private void SetOptional(OrtValue[] inputs, OrtValue positions, bool useCache)
+    {
+        if (_model.PositionIdsInput >= 0)
+        {
+            inputs[_model.PositionIdsInput] = positions;
+        }
+
+        if (_model.UseCacheBranchInput >= 0)
+        {
+            inputs[_model.UseCacheBranchInput] = useCache ? UseCacheTrue : UseCacheFalse;
         }
     }
 

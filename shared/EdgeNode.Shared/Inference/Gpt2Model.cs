@@ -22,13 +22,28 @@ public sealed class Gpt2Model : IDisposable
 
     private readonly InferenceSession _session;
 
-    private Gpt2Model(InferenceSession session, ModelInfo info, ILogger logger)
+    private Gpt2Model(InferenceSession session, ModelInfo info, ILogger logger, bool hasPositionIds)
     {
         _session = session;
         Info = info;
         Logger = logger;
 
-        var inputs = new List<string> { Gpt2Signature.InputIds, Gpt2Signature.AttentionMask, Gpt2Signature.PositionIds };
+        var inputs = new List<string> { Gpt2Signature.InputIds, Gpt2Signature.AttentionMask };
+        PositionIdsInput = -1;
+        UseCacheBranchInput = -1;
+        if (hasPositionIds)
+        {
+            PositionIdsInput = inputs.Count;
+            inputs.Add(Gpt2Signature.PositionIds);
+        }
+
+        if (info.Variant == ModelVariant.MergedLegacy)
+        {
+            UseCacheBranchInput = inputs.Count;
+            inputs.Add(Gpt2Signature.UseCacheBranch);
+        }
+
+        FirstPastInput = inputs.Count;
         var outputs = new List<string> { Gpt2Signature.Logits };
         for (int layer = 0; layer < info.NLayer; layer++)
         {
@@ -42,12 +57,13 @@ public sealed class Gpt2Model : IDisposable
         OutputNames = [.. outputs];
     }
 
-    /// <summary>What was loaded: shape, precision, execution provider.</summary>
+    /// <summary>What was loaded: shape, precision, execution provider, variant.</summary>
     public ModelInfo Info { get; }
 
     /// <summary>
-    /// Input names in feeding order: input_ids, attention_mask, position_ids, then
-    /// past_key_values.{i}.key, past_key_values.{i}.value for i = 0..n_layer-1.
+    /// Input names in feeding order: input_ids, attention_mask, then position_ids when the file has it,
+    /// use_cache_branch for the merged variant, then past_key_values.{i}.key, past_key_values.{i}.value
+    /// for i = 0..n_layer-1 from <see cref="FirstPastInput"/> on.
     /// </summary>
     internal string[] InputNames { get; }
 
@@ -57,7 +73,14 @@ public sealed class Gpt2Model : IDisposable
     /// </summary>
     internal string[] OutputNames { get; }
 
-    internal const int FirstPastInput = 3;
+    /// <summary>Index of position_ids in <see cref="InputNames"/>, or -1 when the file has none.</summary>
+    internal int PositionIdsInput { get; }
+
+    /// <summary>Index of use_cache_branch in <see cref="InputNames"/>, or -1 (not a merged decoder).</summary>
+    internal int UseCacheBranchInput { get; }
+
+    /// <summary>Index of past_key_values.0.key in <see cref="InputNames"/>.</summary>
+    internal int FirstPastInput { get; }
 
     internal InferenceSession Session => _session;
 
@@ -65,24 +88,46 @@ public sealed class Gpt2Model : IDisposable
 
     /// <summary>
     /// Loads a model file and checks its signature.
-    /// Session: CPU execution provider, <see cref="InferenceSettings.IntraOpThreads"/> intra-op
-    /// threads, 1 inter-op thread, graph optimization ORT_ENABLE_ALL, memory pattern off (shapes
-    /// change every decode step, so a planned pattern is never reused; notes/onnxruntime.md).
+    /// Session: the first usable provider of <see cref="InferenceSettings.ExecutionProviders"/> (each
+    /// failure logged as one warning naming the provider and the reason; dynamic INT8 files skip GPU
+    /// providers unless <see cref="InferenceSettings.ModelPaths"/> names a file for them),
+    /// <see cref="InferenceSettings.IntraOpThreads"/> intra-op threads, 1 inter-op thread,
+    /// <see cref="InferenceSettings.GraphOptimizationLevel"/>, memory pattern off (shapes change every
+    /// decode step, so a planned pattern is never reused; notes/onnxruntime.md).
+    /// The variant (<see cref="ModelVariant"/>) is detected from the input names; n_layer, n_head,
+    /// head_dim and vocab are read from the graph's input and output shapes.
     /// </summary>
-    /// <param name="path">The <c>model.onnx</c> file.</param>
+    /// <param name="path">The model file (the default file, used by every provider without a
+    /// <see cref="InferenceSettings.ModelPaths"/> entry).</param>
     /// <param name="settings">Session settings.</param>
-    /// <param name="logger">Receives one line describing the loaded model; null for none.</param>
+    /// <param name="logger">Receives one line describing the loaded model and one warning per provider
+    /// that could not be used; null for none.</param>
     /// <exception cref="ModelLoadException">The file is missing, is not an ONNX model ONNX Runtime
-    /// can load, or lacks the GPT-2 signature; the message names each problem (e.g.
-    /// "model input 'position_ids' is missing").</exception>
+    /// can load, or lacks the GPT-2 signature; or no configured provider could be used. The message names
+    /// each problem (e.g. "model input 'input_ids' is missing").</exception>
     /// <exception cref="ArgumentOutOfRangeException">IntraOpThreads is below 1.</exception>
+    /// <exception cref="ArgumentException">ExecutionProviders is empty or names an unknown provider.</exception>
     public static Gpt2Model Load(string path, InferenceSettings settings, ILogger? logger = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentOutOfRangeException.ThrowIfLessThan(settings.IntraOpThreads, 1, nameof(settings.IntraOpThreads));
-        logger ??= NullLogger.Instance;
+        ArgumentNullException.ThrowIfNull(settings.ExecutionProviders);
+        if (settings.ExecutionProviders.Count == 0)
+        {
+            throw new ArgumentException("ExecutionProviders must name at least one provider", nameof(settings));
+        }
 
+        foreach (string name in settings.ExecutionProviders)
+        {
+            if (ExecutionProviderNames.Normalize(name) is null)
+            {
+                throw new ArgumentException(
+                    $"ExecutionProviders: unknown provider '{name}' (known: {string.Join(", ", ExecutionProviderNames.All)})", nameof(settings));
+            }
+        }
+
+        logger ??= NullLogger.Instance;
         string fullPath = System.IO.Path.GetFullPath(path);
         if (!File.Exists(fullPath))
         {
@@ -90,27 +135,86 @@ public sealed class Gpt2Model : IDisposable
         }
 
         long started = Stopwatch.GetTimestamp();
-        InferenceSession session;
-        string executionProvider;
-        using (var options = new SessionOptions())
+        var failures = new List<string>();
+        foreach (string configured in settings.ExecutionProviders)
         {
-            options.IntraOpNumThreads = settings.IntraOpThreads;
-            options.InterOpNumThreads = 1;
-            options.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL;
-            options.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL;
-            options.EnableMemoryPattern = false;
-            executionProvider = ExecutionProviders.Configure(options, settings, logger);
-            try
+            string provider = ExecutionProviderNames.Normalize(configured)!;
+            bool ownFile = settings.ModelPaths.TryGetValue(provider, out string? providerPath) && !string.IsNullOrWhiteSpace(providerPath);
+            string file = ownFile ? System.IO.Path.GetFullPath(providerPath!) : fullPath;
+            if (!File.Exists(file))
             {
-                session = new InferenceSession(fullPath, options);
+                Fail(provider, $"model file '{file}' does not exist");
+                continue;
             }
-            catch (OnnxRuntimeException ex)
+
+            OnnxFileSummary? summary = Scan(file, logger);
+            if (provider != ExecutionProviderNames.Cpu && !ownFile && summary is not null && OnnxOpScanner.IsDynamicInt8(summary.Ops))
             {
-                throw new ModelLoadException(
-                    $"model file '{fullPath}' is not an ONNX model that ONNX Runtime can load: {ex.Message}", ex);
+                Log.ProviderSkippedDynamicInt8(logger, provider, file);
+                failures.Add($"{provider}: skipped, dynamic INT8 file");
+                continue;
             }
+
+            string precision = summary is null ? "fp32" : OnnxOpScanner.PrecisionOf(summary.Ops);
+            InferenceSession? session;
+            using (var options = new SessionOptions())
+            {
+                options.IntraOpNumThreads = settings.IntraOpThreads;
+                options.InterOpNumThreads = 1;
+                options.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL;
+                options.GraphOptimizationLevel = settings.GraphOptimizationLevel;
+                options.EnableMemoryPattern = false;
+                if (!string.IsNullOrWhiteSpace(settings.OptimizedModelPath))
+                {
+                    options.OptimizedModelFilePath = settings.OptimizedModelPath;
+                }
+
+                try
+                {
+                    if (provider == ExecutionProviderNames.TensorRT)
+                    {
+                        settings.OnStage?.Invoke("building TensorRT engine");
+                    }
+
+                    ExecutionProviders.Append(options, provider, settings, summary?.Inputs ?? [], DefaultNPositions);
+                }
+                catch (ProviderUnavailableException ex)
+                {
+                    Fail(provider, ex.Message);
+                    continue;
+                }
+
+                try
+                {
+                    session = new InferenceSession(file, options);
+                }
+                catch (OnnxRuntimeException ex) when (provider != ExecutionProviderNames.Cpu)
+                {
+                    Fail(provider, ex.Message);
+                    continue;
+                }
+                catch (OnnxRuntimeException ex)
+                {
+                    throw new ModelLoadException(
+                        $"model file '{file}' is not an ONNX model that ONNX Runtime can load: {ex.Message}", ex);
+                }
+            }
+
+            return Describe(session, file, provider, precision, started, logger);
         }
 
+        throw new ModelLoadException(
+            $"no execution provider could be used for '{fullPath}': {string.Join("; ", failures)}");
+
+        void Fail(string provider, string reason)
+        {
+            Log.ProviderUnavailable(logger, provider, reason);
+            failures.Add($"{provider}: {reason}");
+        }
+    }
+
+    private static Gpt2Model Describe(InferenceSession session, string file, string provider, string precision, long started, ILogger logger)
+    {
         try
         {
             var problems = new List<string>();
@@ -118,30 +222,45 @@ public sealed class Gpt2Model : IDisposable
                 TensorSignature.From(session.InputMetadata), TensorSignature.From(session.OutputMetadata), problems);
             if (shape is null)
             {
-                throw new ModelLoadException(fullPath, problems);
+                throw new ModelLoadException(file, problems);
             }
 
             var (nPositions, nEmbd) = Gpt2Signature.ReadConfig(session.ModelMetadata.CustomMetadataMap);
-            string precision = DetectPrecision(fullPath, logger);
             var info = new ModelInfo(
-                fullPath,
+                file,
                 shape.NLayer,
                 shape.NHead,
                 shape.HeadDim,
                 nEmbd ?? shape.NHead * shape.HeadDim,
                 shape.VocabSize,
                 nPositions ?? DefaultNPositions,
-                executionProvider,
-                precision);
+                provider,
+                precision)
+            {
+                Variant = shape.Variant,
+            };
             double elapsedMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-            Log.ModelLoaded(logger, fullPath, info.NLayer, info.NHead, info.HeadDim, info.VocabSize, info.NPositions,
+            Log.ModelLoaded(logger, file, info.NLayer, info.NHead, info.HeadDim, info.VocabSize, info.NPositions,
                 info.Precision, info.ExecutionProvider, elapsedMs);
-            return new Gpt2Model(session, info, logger);
+            return new Gpt2Model(session, info, logger, session.InputMetadata.ContainsKey(Gpt2Signature.PositionIds));
         }
         catch
         {
             session.Dispose();
             throw;
+        }
+    }
+
+    private static OnnxFileSummary? Scan(string path, ILogger logger)
+    {
+        try
+        {
+            return OnnxOpScanner.Read(path);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            Log.PrecisionUnknown(logger, path, ex.Message);
+            return null;
         }
     }
 
@@ -201,7 +320,16 @@ public sealed class Gpt2Model : IDisposable
         {
             inputs[0] = OrtValue.CreateTensorValueFromMemory(ids, [batch, length]);
             inputs[1] = OrtValue.CreateTensorValueFromMemory(mask, [batch, length]);
-            inputs[2] = OrtValue.CreateTensorValueFromMemory(positions, [batch, length]);
+            if (PositionIdsInput >= 0)
+            {
+                inputs[PositionIdsInput] = OrtValue.CreateTensorValueFromMemory(positions, [batch, length]);
+            }
+
+            if (UseCacheBranchInput >= 0)
+            {
+                inputs[UseCacheBranchInput] = OrtValue.CreateTensorValueFromMemory(new bool[1], [1]); // false: no past
+            }
+
             for (int i = FirstPastInput; i < inputs.Length; i++)
             {
                 inputs[i] = OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, Info.NHead, 0, Info.HeadDim]);
@@ -224,19 +352,6 @@ public sealed class Gpt2Model : IDisposable
             {
                 value?.Dispose();
             }
-        }
-    }
-
-    private static string DetectPrecision(string path, ILogger logger)
-    {
-        try
-        {
-            return OnnxOpScanner.DetectPrecision(path);
-        }
-        catch (Exception ex) when (ex is IOException or InvalidDataException or UnauthorizedAccessException)
-        {
-            Log.PrecisionUnknown(logger, path, ex.Message);
-            return "fp32";
         }
     }
 }

@@ -16,7 +16,7 @@ internal sealed record TensorSignature(string Name, TensorElementType ElementTyp
 }
 
 /// <summary>The shape facts read from a valid signature.</summary>
-internal sealed record Gpt2Shape(int NLayer, int NHead, int HeadDim, int VocabSize);
+internal sealed record Gpt2Shape(int NLayer, int NHead, int HeadDim, int VocabSize, ModelVariant Variant = ModelVariant.Optimum);
 
 /// <summary>
 /// Checks a graph's inputs and outputs against the Hugging Face Optimum (>= 1.14) GPT-2
@@ -27,6 +27,8 @@ internal sealed record Gpt2Shape(int NLayer, int NHead, int HeadDim, int VocabSi
 /// (float32 [batch, n_head, past_seq + seq, head_dim]). n_head, head_dim and vocab must be fixed
 /// numbers; sequence dims must be dynamic. Symbolic dim names are not compared: ONNX Runtime
 /// only needs the ranks, types and fixed sizes to be right.
+/// Variants (<see cref="ModelVariant"/>): <c>position_ids</c> may be absent (older exports), and a bool
+/// <c>use_cache_branch</c> [1] input marks the legacy merged decoder (<c>decoder_model_merged.onnx</c>).
 /// </summary>
 internal static class Gpt2Signature
 {
@@ -54,16 +56,30 @@ internal static class Gpt2Signature
         var inputsByName = inputs.ToDictionary(i => i.Name, StringComparer.Ordinal);
         var outputsByName = outputs.ToDictionary(o => o.Name, StringComparer.Ordinal);
 
-        if (inputsByName.ContainsKey(UseCacheBranch))
+        var variant = ModelVariant.Optimum;
+        if (inputsByName.TryGetValue(UseCacheBranch, out var useCache))
         {
-            problems.Add(
-                "model input 'use_cache_branch' marks a legacy merged decoder (decoder_model_merged.onnx), " +
-                "which is not supported yet: use the Optimum >= 1.14 model.onnx export");
+            variant = ModelVariant.MergedLegacy;
+            if (useCache.ElementType != TensorElementType.Bool)
+            {
+                problems.Add($"model input 'use_cache_branch' must be bool, but it is {Describe(useCache.ElementType)}");
+            }
+            else if (useCache.Dims.Count > 1 || (useCache.Dims.Count == 1 && useCache.Dims[0] > 1))
+            {
+                problems.Add("model input 'use_cache_branch' must be a bool of shape [1]");
+            }
+        }
+        else if (!inputsByName.ContainsKey(PositionIds))
+        {
+            variant = ModelVariant.NoPositionIds;
         }
 
         CheckTokenInput(inputsByName, InputIds, problems);
         CheckTokenInput(inputsByName, AttentionMask, problems);
-        CheckTokenInput(inputsByName, PositionIds, problems);
+        if (inputsByName.ContainsKey(PositionIds))
+        {
+            CheckTokenInput(inputsByName, PositionIds, problems);
+        }
 
         int nLayer = CountLayers(inputsByName.Keys);
         if (nLayer == 0)
@@ -115,7 +131,7 @@ internal static class Gpt2Signature
             }
         }
 
-        return problems.Count == 0 ? new Gpt2Shape(nLayer, nHead, headDim, vocab) : null;
+        return problems.Count == 0 ? new Gpt2Shape(nLayer, nHead, headDim, vocab, variant) : null;
     }
 
     /// <summary>
@@ -263,6 +279,7 @@ internal static class Gpt2Signature
     {
         TensorElementType.Float => "float32",
         TensorElementType.Int64 => "int64",
+        TensorElementType.Bool => "bool",
         _ => type.ToString().ToLowerInvariant(),
     };
 }

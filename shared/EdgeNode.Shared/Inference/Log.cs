@@ -17,4 +17,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 3002, Level = LogLevel.Error,
         Message = "ONNX Runtime failed during generation after {GeneratedTokens} tokens")]
     public static partial void GenerationFailed(ILogger logger, int generatedTokens, Exception exception);
+
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Warning,
+        Message = "Execution provider {Provider} cannot be used: {Reason}; trying the next configured provider")]
+    public static partial void ProviderUnavailable(ILogger logger, string provider, string reason);
+
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Warning,
+        Message = "Execution provider {Provider} skipped: {Path} is a dynamic INT8 (QOperator) model, which is CPU-only; configure Inference:ModelPaths:{Provider} with an FP16 or QDQ file to use it")]
+    public static partial void ProviderSkippedDynamicInt8(ILogger logger, string provider, string path);
 }

@@ -33,17 +33,42 @@ internal static class OnnxOpScanner
     /// <exception cref="IOException">The file cannot be read.</exception>
     public static string DetectPrecision(string path)
     {
-        var ops = ReadOpTypes(path);
-        return ops.Overlaps(Int8Ops) ? "int8" : "fp32";
+        return PrecisionOf(ReadOpTypes(path));
     }
 
     /// <summary>The distinct op_type values of every node in the model's graph and subgraphs.</summary>
     /// <exception cref="InvalidDataException">The file is not a well-formed protobuf message.</exception>
     /// <exception cref="IOException">The file cannot be read.</exception>
-    public static HashSet<string> ReadOpTypes(string path)
+    public static HashSet<string> ReadOpTypes(string path) => Read(path).Ops;
+
+    /// <summary>
+    /// True when <paramref name="ops"/> holds the dynamic (QOperator) INT8 operators of
+    /// <c>quantize_dynamic</c>: ONNX Runtime's CUDA provider runs those on the CPU with copies and
+    /// TensorRT cannot take them (notes/onnxruntime.md; ORT issues 7745, 12229), so such files are CPU-only.
+    /// QDQ files (QuantizeLinear/DequantizeLinear only) are not dynamic INT8.
+    /// </summary>
+    public static bool IsDynamicInt8(IReadOnlySet<string> ops)
+    {
+        ArgumentNullException.ThrowIfNull(ops);
+        return ops.Contains("DynamicQuantizeLinear") || ops.Contains("MatMulInteger") ||
+               ops.Contains("DynamicQuantizeMatMul") || ops.Contains("MatMulIntegerToFloat");
+    }
+
+    /// <summary>"int8" when <paramref name="ops"/> holds a quantized operator, else "fp32".</summary>
+    public static string PrecisionOf(IReadOnlySet<string> ops) => ops.Overlaps(Int8Ops) ? "int8" : "fp32";
+
+    /// <summary>
+    /// The op types of every node (graph and subgraphs) and the main graph's inputs
+    /// (GraphProto.input = 11 → ValueInfoProto name 1, type 2 → TypeProto.tensor_type 1 →
+    /// elem_type 1, shape 2 → dim 1 → dim_value 1 | dim_param 2).
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file is not a well-formed protobuf message.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public static OnnxFileSummary Read(string path)
     {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 64 * 1024);
         var ops = new HashSet<string>(StringComparer.Ordinal);
+        var inputs = new List<ScannedInput>();
         var reader = new ProtoReader(stream);
         while (reader.Position < stream.Length)
         {
@@ -51,7 +76,7 @@ internal static class OnnxOpScanner
             if (field == 7 && wire == WireLengthDelimited)
             {
                 long end = reader.ReadLengthEnd();
-                ReadGraph(reader, end, ops, depth: 0);
+                ReadGraph(reader, end, ops, depth: 0, inputs);
             }
             else
             {
@@ -59,10 +84,10 @@ internal static class OnnxOpScanner
             }
         }
 
-        return ops;
+        return new OnnxFileSummary(ops, inputs);
     }
 
-    private static void ReadGraph(ProtoReader reader, long end, HashSet<string> ops, int depth)
+    private static void ReadGraph(ProtoReader reader, long end, HashSet<string> ops, int depth, List<ScannedInput>? inputs = null)
     {
         if (depth > MaxDepth)
         {
@@ -76,6 +101,11 @@ internal static class OnnxOpScanner
             {
                 long nodeEnd = reader.ReadLengthEnd();
                 ReadNode(reader, nodeEnd, ops, depth);
+            }
+            else if (field == 11 && wire == WireLengthDelimited && inputs is not null)
+            {
+                long inputEnd = reader.ReadLengthEnd();
+                inputs.Add(ReadValueInfo(reader, inputEnd));
             }
             else
             {
@@ -118,6 +148,90 @@ internal static class OnnxOpScanner
             {
                 long graphEnd = reader.ReadLengthEnd();
                 ReadGraph(reader, graphEnd, ops, depth + 1);
+            }
+            else
+            {
+                reader.Skip(wire);
+            }
+        }
+
+        reader.ExpectPosition(end);
+    }
+
+    private static ScannedInput ReadValueInfo(ProtoReader reader, long end)
+    {
+        string name = string.Empty;
+        int elementType = 0;
+        var dims = new List<long>();
+        while (reader.Position < end)
+        {
+            var (field, wire) = reader.ReadTag();
+            if (field == 1 && wire == WireLengthDelimited)
+            {
+                name = reader.ReadString();
+            }
+            else if (field == 2 && wire == WireLengthDelimited)
+            {
+                long typeEnd = reader.ReadLengthEnd();
+                ForEachMessage(reader, typeEnd, 1, tensorEnd =>
+                {
+                    while (reader.Position < tensorEnd)
+                    {
+                        var (f, w) = reader.ReadTag();
+                        if (f == 1 && w == WireVarint)
+                        {
+                            elementType = (int)reader.ReadVarint();
+                        }
+                        else if (f == 2 && w == WireLengthDelimited)
+                        {
+                            long shapeEnd = reader.ReadLengthEnd();
+                            ForEachMessage(reader, shapeEnd, 1, dimEnd =>
+                            {
+                                long dim = -1;
+                                while (reader.Position < dimEnd)
+                                {
+                                    var (df, dw) = reader.ReadTag();
+                                    if (df == 1 && dw == WireVarint)
+                                    {
+                                        dim = (long)reader.ReadVarint();
+                                    }
+                                    else
+                                    {
+                                        reader.Skip(dw);
+                                    }
+                                }
+
+                                dims.Add(dim);
+                            });
+                        }
+                        else
+                        {
+                            reader.Skip(w);
+                        }
+                    }
+                });
+            }
+            else
+            {
+                reader.Skip(wire);
+            }
+        }
+
+        reader.ExpectPosition(end);
+        return new ScannedInput(name, elementType, dims);
+    }
+
+    /// <summary>Calls <paramref name="read"/> with the end of each length-delimited field <paramref name="fieldNumber"/> up to <paramref name="end"/>; skips the rest.</summary>
+    private static void ForEachMessage(ProtoReader reader, long end, int fieldNumber, Action<long> read)
+    {
+        while (reader.Position < end)
+        {
+            var (field, wire) = reader.ReadTag();
+            if (field == fieldNumber && wire == WireLengthDelimited)
+            {
+                long messageEnd = reader.ReadLengthEnd();
+                read(messageEnd);
+                reader.ExpectPosition(messageEnd);
             }
             else
             {
@@ -213,7 +327,7 @@ internal static class OnnxOpScanner
             stream.Position = position;
         }
 
-        private ulong ReadVarint()
+        public ulong ReadVarint()
         {
             ulong result = 0;
             for (int shift = 0; shift < 64; shift += 7)
@@ -235,3 +349,9 @@ internal static class OnnxOpScanner
         }
     }
 }
+
+/// <summary>What <see cref="OnnxOpScanner.Read"/> found: op types and the main graph's inputs.</summary>
+internal sealed record OnnxFileSummary(HashSet<string> Ops, IReadOnlyList<ScannedInput> Inputs);
+
+/// <summary>A graph input: TensorProto.DataType number (1 float, 7 int64, 9 bool) and dims (-1 symbolic or unknown).</summary>
+internal sealed record ScannedInput(string Name, int ElementType, IReadOnlyList<long> Dims);

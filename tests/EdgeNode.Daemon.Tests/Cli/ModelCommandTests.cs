@@ -25,6 +25,56 @@ public sealed class ModelCommandTests : IDisposable
     }
 
     [Fact]
+    public void Synth_LayoutMerged_WritesALegacyMergedDecoderThatInspectDetects()
+    {
+        string path = Path.Combine(_directory, "merged.onnx");
+
+        (int exitCode, _, string stderr) = Invoke("model", "synth", "--preset", "tiny", "--precision", "fp32", "--seed", "42", "--layout", "merged", "--out", path);
+        (int inspectExit, string text, string inspectErr) = Invoke("model", "inspect", path);
+
+        Assert.True(exitCode == 0, stderr);
+        Assert.True(inspectExit == 0, inspectErr);
+        var lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.Contains("variant: merged-legacy", lines);
+        Assert.Contains("precision: fp32", lines);
+        Assert.Contains("config: n_layer 2, n_head 2, head_dim 32, n_embd 64, vocab 50257, n_positions 1024", lines);
+        Assert.Contains("use_cache_branch: bool [1]", lines);
+        Assert.DoesNotContain(lines, l => l.StartsWith("position_ids", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("execution providers: TensorRT, CUDA, CPU", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Inspect_Json_DynamicInt8IsCpuOnly()
+    {
+        string path = Path.Combine(_directory, "int8.onnx");
+        ModelSynthesizer.WriteFile(new SynthesisOptions(ModelPreset.Tiny, ModelPrecision.Int8, QuantizeLmHead: false, Seed: 42, ModelLayout.NoPositionIds), path);
+
+        (int exitCode, string stdout, string stderr) = Invoke("model", "inspect", path, "--json");
+
+        Assert.True(exitCode == 0, stderr);
+        using var json = System.Text.Json.JsonDocument.Parse(stdout);
+        var root = json.RootElement;
+        Assert.Equal("no-position-ids", root.GetProperty("variant").GetString());
+        Assert.Equal("int8", root.GetProperty("precision").GetString());
+        Assert.True(root.GetProperty("dynamic_int8").GetBoolean());
+        Assert.Equal(2, root.GetProperty("config").GetProperty("n_layer").GetInt32());
+        Assert.Equal(["CPU"], root.GetProperty("execution_providers").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(6, root.GetProperty("inputs").GetArrayLength()); // input_ids, attention_mask, 4 past
+    }
+
+    [Fact]
+    public void Inspect_NotAModel_Exits1NamingTheProblem()
+    {
+        string path = Path.Combine(_directory, "text.onnx");
+        File.WriteAllText(path, "not a model");
+
+        (int exitCode, _, string stderr) = Invoke("model", "inspect", path);
+
+        Assert.Equal(1, exitCode);
+        Assert.Contains("is not an ONNX model that ONNX Runtime can load", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Synth_QuantizeLmHeadFlag_WritesModelWithQuantizedLmHead()
     {
         string path = Path.Combine(_directory, "tiny-int8-lm.onnx");

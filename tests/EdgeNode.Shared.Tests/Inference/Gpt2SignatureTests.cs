@@ -19,14 +19,14 @@ public sealed class Gpt2SignatureTests
     }
 
     [Fact]
-    public void Validate_MissingPositionIds_NamesIt()
+    public void Validate_MissingAttentionMask_NamesIt()
     {
         var problems = new List<string>();
 
-        var shape = Gpt2Signature.Validate(Inputs(2).Where(i => i.Name != "position_ids").ToList(), Outputs(2), problems);
+        var shape = Gpt2Signature.Validate(Inputs(2).Where(i => i.Name != "attention_mask").ToList(), Outputs(2), problems);
 
         Assert.Null(shape);
-        Assert.Equal(["model input 'position_ids' is missing"], problems);
+        Assert.Equal(["model input 'attention_mask' is missing"], problems);
     }
 
     [Fact]
@@ -93,17 +93,40 @@ public sealed class Gpt2SignatureTests
     }
 
     [Fact]
-    public void Validate_LegacyMergedDecoder_IsRefusedWithTheReason()
+    public void Validate_LegacyMergedDecoder_IsDetectedAsMerged()
     {
         var inputs = Inputs(1).Where(i => i.Name != "position_ids")
             .Append(new TensorSignature("use_cache_branch", TensorElementType.Bool, [1]))
             .ToList();
         var problems = new List<string>();
 
-        Gpt2Signature.Validate(inputs, Outputs(1), problems);
+        var shape = Gpt2Signature.Validate(inputs, Outputs(1), problems);
 
-        Assert.Contains(problems, p => p.Contains("legacy merged decoder", StringComparison.Ordinal));
-        Assert.Contains("model input 'position_ids' is missing", problems);
+        Assert.Empty(problems);
+        Assert.Equal(ModelVariant.MergedLegacy, shape!.Variant);
+    }
+
+    [Fact]
+    public void Validate_UseCacheBranchNotBool_NamesTheInputAndType()
+    {
+        var inputs = Inputs(1).Append(new TensorSignature("use_cache_branch", TensorElementType.Int64, [1])).ToList();
+        var problems = new List<string>();
+
+        Assert.Null(Gpt2Signature.Validate(inputs, Outputs(1), problems));
+
+        Assert.Equal(["model input 'use_cache_branch' must be bool, but it is int64"], problems);
+    }
+
+    [Fact]
+    public void Validate_NoPositionIds_IsDetectedAsNoPositionIdsVariant()
+    {
+        var problems = new List<string>();
+
+        var shape = Gpt2Signature.Validate(Inputs(2).Where(i => i.Name != "position_ids").ToList(), Outputs(2), problems);
+
+        Assert.Empty(problems);
+        Assert.Equal(ModelVariant.NoPositionIds, shape!.Variant);
+        Assert.Equal(2, shape.NLayer);
     }
 
     [Theory]

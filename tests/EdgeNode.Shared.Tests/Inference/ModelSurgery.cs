@@ -72,6 +72,47 @@ internal static class ModelSurgery
         return proto.ToByteArray();
     }
 
+    /// <summary>
+    /// Forces a continuation: the logits at position id <c>start - 1 + k</c> get +1000 on
+    /// <paramref name="tokens"/>[k], so with a prompt of <paramref name="start"/> tokens the model emits exactly
+    /// <paramref name="tokens"/> (greedy) and then its own choices. A table [tokens + 1, vocab] is gathered
+    /// at min(max(position_ids − (start − 1), 0), tokens) (the last row is zero); positions before start −1 hit
+    /// row 0 too, which only changes prompt-position logits nobody samples.
+    /// </summary>
+    public static byte[] ForceTokensFrom(byte[] model, long start, IReadOnlyList<int> tokens, int vocabSize)
+    {
+        var proto = ModelProto.Parser.ParseFrom(model);
+        var graph = proto.Graph;
+        var producer = graph.Node.Single(n => n.Output.Contains("logits"));
+        producer.Output[producer.Output.IndexOf("logits")] = "logits_raw";
+
+        var offset = new TensorProto { Name = "force_offset", DataType = (int)TensorProto.Types.DataType.Int64 };
+        offset.Int64Data.Add(start - 1);
+        var low = new TensorProto { Name = "force_low", DataType = (int)TensorProto.Types.DataType.Int64 };
+        low.Int64Data.Add(0);
+        var high = new TensorProto { Name = "force_high", DataType = (int)TensorProto.Types.DataType.Int64 };
+        high.Int64Data.Add(tokens.Count);
+        var table = new TensorProto { Name = "force_table", DataType = (int)TensorProto.Types.DataType.Float };
+        table.Dims.Add(tokens.Count + 1);
+        table.Dims.Add(vocabSize);
+        var values = new float[(tokens.Count + 1) * vocabSize];
+        for (int k = 0; k < tokens.Count; k++)
+        {
+            values[(k * vocabSize) + tokens[k]] = 1000f;
+        }
+
+        table.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+        graph.Initializer.Add(offset);
+        graph.Initializer.Add(low);
+        graph.Initializer.Add(high);
+        graph.Initializer.Add(table);
+        graph.Node.Add(Node("Sub", ["position_ids", "force_offset"], "force_shifted"));
+        graph.Node.Add(Node("Clip", ["force_shifted", "force_low", "force_high"], "force_row"));
+        graph.Node.Add(Node("Gather", ["force_table", "force_row"], "force_boost"));
+        graph.Node.Add(Node("Add", ["logits_raw", "force_boost"], "logits"));
+        return proto.ToByteArray();
+    }
+
     private static NodeProto Node(string opType, string[] inputs, string output)
     {
         var node = new NodeProto { OpType = opType, Name = "test_" + output };

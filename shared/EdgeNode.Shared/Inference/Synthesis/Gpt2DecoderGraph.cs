@@ -84,6 +84,114 @@ internal static class Gpt2DecoderGraph
         }
     }
 
+    /// <summary>
+    /// Emits a model.onnx graph without <c>position_ids</c>: inputs <c>input_ids</c>, <c>attention_mask</c>,
+    /// <c>past_key_values.{i}.key|value</c>; positions past_length + arange(sequence_length) computed in the graph
+    /// (transformers' GPT2Model when position_ids is None); outputs as <see cref="EmitOptimum"/>.
+    /// </summary>
+    public static void EmitNoPositionIds(OnnxGraphBuilder graph, Gpt2WeightSource weights, ILinearEmitter linear, bool quantizeLmHead)
+    {
+        Gpt2Hyperparameters hp = weights.Hyperparameters;
+        DecoderTensorNames optimum = DecoderTensorNames.Optimum;
+        graph.Input(optimum.InputIds, TensorProto.Types.DataType.Int64, Batch, Sequence);
+        graph.Input(optimum.AttentionMask, TensorProto.Types.DataType.Int64, Batch, Total);
+        DeclarePast(graph, hp, optimum);
+        string positions = EmitArangePositions(graph, optimum);
+        EmitBody(graph, weights, linear, quantizeLmHead, optimum with { PositionIds = positions });
+        DeclareOutputs(graph, hp, optimum);
+    }
+
+    /// <summary>
+    /// Emits a legacy merged decoder graph (decoder_model_merged.onnx): inputs <c>input_ids</c>,
+    /// <c>attention_mask</c>, <c>past_key_values.{i}.key|value</c>, <c>use_cache_branch</c> bool [1]; an <c>If</c>
+    /// on use_cache_branch yields the past (then) or an empty [B, H, 0, D] slice of it (else), which the shared body
+    /// reads; positions as <see cref="EmitNoPositionIds"/>. The weights stay in the main graph (as Optimum's merge
+    /// deduplicates them), so the file is about as large as the Optimum one.
+    /// </summary>
+    public static void EmitMerged(OnnxGraphBuilder graph, Gpt2WeightSource weights, ILinearEmitter linear, bool quantizeLmHead)
+    {
+        Gpt2Hyperparameters hp = weights.Hyperparameters;
+        DecoderTensorNames optimum = DecoderTensorNames.Optimum;
+        graph.Input(optimum.InputIds, TensorProto.Types.DataType.Int64, Batch, Sequence);
+        graph.Input(optimum.AttentionMask, TensorProto.Types.DataType.Int64, Batch, Total);
+        DeclarePast(graph, hp, optimum);
+        string useCacheBranch = graph.Input("use_cache_branch", TensorProto.Types.DataType.Bool, 1L);
+
+        var thenBranch = new OnnxGraphBuilder("use_cache_branch_true", graph);
+        var elseBranch = new OnnxGraphBuilder("use_cache_branch_false", graph);
+        string axis2 = elseBranch.Int64Constant("/use_cache_branch/else/const/axis_2", [2]);
+        string zero = elseBranch.Int64Constant("/use_cache_branch/else/const/zero", [0]);
+        var selected = new List<string>();
+        for (int i = 0; i < hp.Layers; i++)
+        {
+            foreach ((string past, string kind) in new[] { (optimum.PastKey(i), "key"), (optimum.PastValue(i), "value") })
+            {
+                string outName = $"/use_cache_branch/past.{i}.{kind}";
+                string thenOut = thenBranch.Node("Identity", $"/use_cache_branch/then/Identity_{i}_{kind}", [past]);
+                thenBranch.Output(thenOut, TensorProto.Types.DataType.Float, Batch, hp.Heads, Past, hp.HeadDim);
+                string elseOut = elseBranch.Node("Slice", $"/use_cache_branch/else/Slice_{i}_{kind}", [past, zero, zero, axis2]);
+                elseBranch.Output(elseOut, TensorProto.Types.DataType.Float, Batch, hp.Heads, "empty_past_sequence_length", hp.HeadDim);
+                selected.Add(outName);
+            }
+        }
+
+        graph.Node(
+            "If",
+            "/use_cache_branch/If",
+            [useCacheBranch],
+            [.. selected],
+            [OnnxGraphBuilder.GraphAttribute("then_branch", thenBranch.Graph), OnnxGraphBuilder.GraphAttribute("else_branch", elseBranch.Graph)]);
+
+        var names = optimum with
+        {
+            PastKey = i => selected[2 * i],
+            PastValue = i => selected[(2 * i) + 1],
+        };
+        string positions = EmitArangePositions(graph, names);
+        EmitBody(graph, weights, linear, quantizeLmHead, names with { PositionIds = positions });
+        DeclareOutputs(graph, hp, optimum);
+    }
+
+    private const string Batch = "batch_size";
+    private const string Sequence = "sequence_length";
+    private const string Past = "past_sequence_length";
+    private const string Total = "past_sequence_length + sequence_length";
+
+    private static void DeclarePast(OnnxGraphBuilder graph, Gpt2Hyperparameters hp, DecoderTensorNames names)
+    {
+        for (int i = 0; i < hp.Layers; i++)
+        {
+            graph.Input(names.PastKey(i), TensorProto.Types.DataType.Float, Batch, hp.Heads, Past, hp.HeadDim);
+            graph.Input(names.PastValue(i), TensorProto.Types.DataType.Float, Batch, hp.Heads, Past, hp.HeadDim);
+        }
+    }
+
+    private static void DeclareOutputs(OnnxGraphBuilder graph, Gpt2Hyperparameters hp, DecoderTensorNames names)
+    {
+        graph.Output(names.Logits, TensorProto.Types.DataType.Float, Batch, Sequence, hp.VocabSize);
+        for (int i = 0; i < hp.Layers; i++)
+        {
+            graph.Output(names.PresentKey(i), TensorProto.Types.DataType.Float, Batch, hp.Heads, Total, hp.HeadDim);
+            graph.Output(names.PresentValue(i), TensorProto.Types.DataType.Float, Batch, hp.Heads, Total, hp.HeadDim);
+        }
+    }
+
+    /// <summary>position ids [1, S] = past_length + arange(S), past_length = mask length − S.</summary>
+    private static string EmitArangePositions(OnnxGraphBuilder g, DecoderTensorNames names)
+    {
+        const string P = "/transformer/position_ids";
+        AttributeProto[] dim1 = [OnnxGraphBuilder.IntAttribute("start", 1), OnnxGraphBuilder.IntAttribute("end", 2)];
+        string axis0 = g.Int64Constant($"{P}/const/axis_0", [0]);
+        string one = g.Int64Constant($"{P}/const/one", [1], scalar: true);
+        string sequence = g.Node("Shape", $"{P}/Shape_sequence_length", [names.InputIds], dim1);
+        string total = g.Node("Shape", $"{P}/Shape_total_length", [names.AttentionMask], dim1);
+        string past = g.Node("Sub", $"{P}/Sub_past_length", [total, sequence]);
+        string pastScalar = g.Node("Squeeze", $"{P}/Squeeze_past_length", [past, axis0]);
+        string totalScalar = g.Node("Squeeze", $"{P}/Squeeze_total_length", [total, axis0]);
+        string range = g.Node("Range", $"{P}/Range", [pastScalar, totalScalar, one]);
+        return g.Node("Unsqueeze", $"{P}/Unsqueeze", [range, axis0]);
+    }
+
     /// <summary>Emits the decoder body between the tensors named in <paramref name="names"/>.</summary>
     public static void EmitBody(OnnxGraphBuilder graph, Gpt2WeightSource weights, ILinearEmitter linear, bool quantizeLmHead, DecoderTensorNames names)
     {

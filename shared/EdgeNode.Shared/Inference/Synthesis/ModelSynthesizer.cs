@@ -107,6 +107,12 @@ public static class ModelSynthesizer
             case ModelLayout.Optimum:
                 Gpt2DecoderGraph.EmitOptimum(graph, weights, linear, options.QuantizeLmHead);
                 break;
+            case ModelLayout.NoPositionIds:
+                Gpt2DecoderGraph.EmitNoPositionIds(graph, weights, linear, options.QuantizeLmHead);
+                break;
+            case ModelLayout.Merged:
+                Gpt2DecoderGraph.EmitMerged(graph, weights, linear, options.QuantizeLmHead);
+                break;
             default:
                 throw new ArgumentException($"Layout {options.Layout} is not supported.", nameof(options));
         }
@@ -182,6 +188,8 @@ public static class ModelSynthesizer
     private static string Name(ModelLayout layout) => layout switch
     {
         ModelLayout.Optimum => "optimum",
+        ModelLayout.NoPositionIds => "no-position-ids",
+        ModelLayout.Merged => "merged",
         _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown layout."),
     };
 }

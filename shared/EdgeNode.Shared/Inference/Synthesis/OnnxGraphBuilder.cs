@@ -128,6 +128,10 @@ internal sealed class OnnxGraphBuilder
     public static AttributeProto FloatAttribute(string name, float value) =>
         new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
 
+    /// <summary>A GRAPH attribute (the then_branch / else_branch of an If).</summary>
+    public static AttributeProto GraphAttribute(string name, GraphProto graph) =>
+        new() { Name = name, Type = AttributeProto.Types.AttributeType.Graph, G = graph };
+
     public static AttributeProto IntsAttribute(string name, params long[] values)
     {
         var attribute = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };

@@ -27,14 +27,28 @@ public enum ModelPrecision
 }
 
 /// <summary>
-/// Which ONNX file layout (inputs/outputs) to produce. Only <see cref="Optimum"/> exists today; the legacy merged
-/// decoder (<c>decoder_model_merged.onnx</c>, extra bool <c>use_cache_branch</c>, no <c>position_ids</c>) and a
-/// variant without <c>position_ids</c> are planned and fit the same graph emitter (see <c>Gpt2DecoderGraph</c>).
+/// Which ONNX file layout (inputs/outputs) to produce. All layouts share the decoder body and the weights, so the
+/// same seed gives the same logits in every layout.
 /// </summary>
 public enum ModelLayout
 {
     /// <summary>The Hugging Face Optimum (>= 1.14) <c>model.onnx</c> signature of DESIGN.md §2.</summary>
     Optimum,
+
+    /// <summary>
+    /// Like <see cref="Optimum"/> without the <c>position_ids</c> input: the graph numbers the new tokens
+    /// past_length + arange(sequence_length), as transformers' GPT2Model does when position_ids is None (so left
+    /// padding is not taken into account).
+    /// </summary>
+    NoPositionIds,
+
+    /// <summary>
+    /// The legacy Optimum merged decoder (<c>decoder_model_merged.onnx</c>): inputs <c>input_ids</c>,
+    /// <c>attention_mask</c>, <c>past_key_values.{i}.key|value</c>, <c>use_cache_branch</c> (bool [1]), no
+    /// <c>position_ids</c> (positions as in <see cref="NoPositionIds"/>). An <c>If</c> node on use_cache_branch
+    /// passes the past through when true and an empty past [batch, n_head, 0, head_dim] when false.
+    /// </summary>
+    Merged,
 }
 
 /// <summary>What to synthesize. Equal options always give byte-identical files, on any machine.</summary>
