@@ -2,6 +2,7 @@ using System.Globalization;
 using EdgeNode.Daemon.Hosting;
 using EdgeNode.Daemon.Options;
 using EdgeNode.Daemon.Queue;
+using EdgeNode.Daemon.Systemd;
 using EdgeNode.Shared.Inference;
 using EdgeNode.Shared.Jobs;
 using Microsoft.Extensions.Hosting;
@@ -22,9 +23,14 @@ internal sealed class Executor(
     NodeSignals signals,
     IOptions<NodeOptions> nodeOptions,
     TimeProvider time,
+    LoopHeartbeat heartbeat,
+    TestHooks testHooks,
     ILogger<Executor> logger) : BackgroundService
 {
     private readonly string _nodeId = nodeOptions.Value.Id;
+
+    // Liveness for the systemd watchdog: a beat per iteration and per decoded token, idle while waiting for jobs.
+    private readonly LoopMonitor _loop = heartbeat.Register("executor");
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -32,9 +38,11 @@ internal sealed class Executor(
         {
             while (!stoppingToken.IsCancellationRequested)
             {
+                _loop.Beat();
                 var job = storeHost.Store.TakeNext();
                 if (job is null)
                 {
+                    _loop.Idle();
                     await signals.JobQueued.WaitAsync(TimeSpan.FromSeconds(5), time, stoppingToken);
                     continue;
                 }
@@ -48,6 +56,10 @@ internal sealed class Executor(
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
+        }
+        finally
+        {
+            _loop.Idle();
         }
     }
 
@@ -67,7 +79,8 @@ internal sealed class Executor(
         GenerationOutcome outcome;
         try
         {
-            outcome = modelHost.Generator.Generate(request.Prompt, ToParameters(request), CancellationToken.None);
+            var parameters = ToParameters(request) with { OnToken = _ => OnDecodeStep() };
+            outcome = modelHost.Generator.Generate(request.Prompt, parameters, CancellationToken.None);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -89,6 +102,12 @@ internal sealed class Executor(
         Log.JobFinished(logger, job.Id, JobStatuses.Succeeded, finishReason);
         return (JobStatuses.Succeeded, JobEvents.Result(job.Id, result.Text, finishReason, result.PromptTokens.Count,
             result.GeneratedTokens.Count, "local", _nodeId, queueMs, result.PrefillMs, result.DecodeMs, totalMs));
+    }
+
+    private void OnDecodeStep()
+    {
+        _loop.Beat();
+        testHooks.OnDecodeStep();
     }
 
     /// <summary>Maps the request's sampling fields (DESIGN.md §3) to the inference core's parameters.</summary>
