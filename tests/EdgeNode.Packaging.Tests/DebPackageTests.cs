@@ -3,29 +3,35 @@ using EdgeNode.TestSupport;
 namespace EdgeNode.Packaging.Tests;
 
 /// <summary>Runs packaging/build-deb.sh once for both architectures into a temporary directory (a few minutes).</summary>
-public sealed class DebPackagesFixture : IDisposable
+public sealed class DebPackagesFixture : IAsyncLifetime, IDisposable
 {
     private readonly TempDirectory _out = new();
 
-    public DebPackagesFixture()
+    public async Task InitializeAsync()
     {
-        var (code, lines) = Repo.RunAsync(Repo.Path("packaging/build-deb.sh"), ["--arch", "all", "--out", _out.Path], TimeSpan.FromMinutes(15),
+        var (code, lines) = await Repo.RunAsync(Repo.Path("packaging/build-deb.sh"), ["--arch", "all", "--out", _out.Path], TimeSpan.FromMinutes(15),
             new Dictionary<string, string>
             {
                 // No build servers left behind by the test run.
                 ["MSBUILDDISABLENODEREUSE"] = "1",
                 ["DOTNET_CLI_USE_MSBUILD_SERVER"] = "0",
                 ["DOTNET_NOLOGO"] = "1",
-            }).GetAwaiter().GetResult();
+            });
         BuildExitCode = code;
         BuildOutput = lines;
     }
 
-    public int BuildExitCode { get; }
+    public int BuildExitCode { get; private set; } = -1;
 
-    public IReadOnlyList<string> BuildOutput { get; }
+    public IReadOnlyList<string> BuildOutput { get; private set; } = [];
 
     public string Deb(string arch) => Path.Combine(_out.Path, $"edgenode_{Repo.Version}_{arch}.deb");
+
+    public Task DisposeAsync()
+    {
+        Dispose();
+        return Task.CompletedTask;
+    }
 
     public void Dispose() => _out.Dispose();
 }
