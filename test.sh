@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test project of EdgeNode, installing what the tests need first:
 #   mosquitto + mosquitto-clients (a real broker and real MQTT clients), python3-onnx + python3-numpy
-#   (the model-signature checker). Ends with one line: "N passed, N failed, N skipped".
+#   (the model-signature checker), systemd (systemd-analyze for the unit-file tests), dpkg-deb
+#   and file (the .deb tests). Ends with one line: "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,6 +10,9 @@ need=()
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 /usr/bin/python3 -c "import onnx, numpy" >/dev/null 2>&1 || need+=(python3-onnx python3-numpy)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+command -v file >/dev/null 2>&1 || need+=(file)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "Installing test dependencies: ${need[*]}"

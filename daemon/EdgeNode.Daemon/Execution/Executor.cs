@@ -3,6 +3,7 @@ using EdgeNode.Daemon.Health;
 using EdgeNode.Daemon.Hosting;
 using EdgeNode.Daemon.Options;
 using EdgeNode.Daemon.Queue;
+using EdgeNode.Daemon.Systemd;
 using EdgeNode.Shared.Inference;
 using EdgeNode.Shared.Jobs;
 using Microsoft.Extensions.Hosting;
@@ -27,9 +28,14 @@ internal sealed class Executor(
     IOptions<NodeOptions> nodeOptions,
     IOptions<QueueOptions> queueOptions,
     TimeProvider time,
+    LoopHeartbeat heartbeat,
+    TestHooks testHooks,
     ILogger<Executor> logger) : BackgroundService
 {
     private readonly string _nodeId = nodeOptions.Value.Id;
+
+    // Liveness for the systemd watchdog: a beat per iteration and per decoded token, idle while waiting for jobs.
+    private readonly LoopMonitor _loop = heartbeat.Register("executor");
 
     private int _inFlight;
     private readonly Lock _currentGate = new();
@@ -61,6 +67,7 @@ internal sealed class Executor(
         {
             while (!stoppingToken.IsCancellationRequested)
             {
+                _loop.Beat();
                 JobRecord? job;
                 using var cancel = new CancellationTokenSource();
                 lock (metrics.Gate)
@@ -79,6 +86,7 @@ internal sealed class Executor(
 
                 if (job is null)
                 {
+                    _loop.Idle();
                     await signals.JobQueued.WaitAsync(TimeSpan.FromSeconds(5), time, stoppingToken);
                     continue;
                 }
@@ -118,6 +126,10 @@ internal sealed class Executor(
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
         }
+        finally
+        {
+            _loop.Idle();
+        }
     }
 
     private readonly record struct Outcome(string Status, string? Code, byte[] Payload, bool Ran);
@@ -146,7 +158,15 @@ internal sealed class Executor(
         }
 
         GenerationOutcome outcome;
-        var parameters = stream is null ? ToParameters(request) : ToParameters(request) with { OnToken = stream.OnToken };
+        var streamToken = stream?.OnToken;
+        var parameters = ToParameters(request) with
+        {
+            OnToken = token =>
+            {
+                OnDecodeStep();
+                streamToken?.Invoke(token);
+            },
+        };
         try
         {
             outcome = modelHost.Generator.Generate(request.Prompt, parameters, cancellationToken);
@@ -172,6 +192,12 @@ internal sealed class Executor(
         Log.JobFinished(logger, job.Id, JobStatuses.Succeeded, finishReason);
         return new Outcome(JobStatuses.Succeeded, null, JobEvents.Result(job.Id, result.Text, finishReason, result.PromptTokens.Count,
             result.GeneratedTokens.Count, "local", _nodeId, queueMs, result.PrefillMs, result.DecodeMs, totalMs), Ran: true);
+    }
+
+    private void OnDecodeStep()
+    {
+        _loop.Beat();
+        testHooks.OnDecodeStep();
     }
 
     private static Outcome Fail(string jobId, string status, string code, string message) =>

@@ -5,6 +5,7 @@ using EdgeNode.Daemon.Mqtt;
 using EdgeNode.Daemon.Options;
 using EdgeNode.Daemon.Outbox;
 using EdgeNode.Daemon.Queue;
+using EdgeNode.Daemon.Systemd;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -46,7 +47,7 @@ internal static class EdgeNodeHost
             o.SingleLine = true;
             o.TimestampFormat = "HH:mm:ss.fff ";
         });
-        builder.Services.AddSystemd();
+        builder.Services.AddSystemdNotify();
         builder.AddEdgeNode();
         return builder;
     }
@@ -72,6 +73,7 @@ internal static class EdgeNodeHost
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<NodeState>();
         services.AddSingleton<NodeSignals>();
+        services.AddLoopHeartbeat();
         services.AddSingleton<NodeMetrics>();
         services.AddSingleton<AdminEndpoint>();
         services.AddSingleton<StoreHost>();

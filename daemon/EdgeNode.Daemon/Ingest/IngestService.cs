@@ -5,6 +5,7 @@ using EdgeNode.Daemon.Hosting;
 using EdgeNode.Daemon.Mqtt;
 using EdgeNode.Daemon.Options;
 using EdgeNode.Daemon.Queue;
+using EdgeNode.Daemon.Systemd;
 using EdgeNode.Shared.Inference;
 using EdgeNode.Shared.Jobs;
 using Microsoft.Extensions.Hosting;
@@ -30,8 +31,12 @@ internal sealed class IngestService(
     IOptions<QueueOptions> queueOptions,
     IOptions<NodeOptions> nodeOptions,
     TimeProvider time,
+    LoopHeartbeat heartbeat,
     ILogger<IngestService> logger) : BackgroundService
 {
+    // Liveness for the systemd watchdog: idle while waiting for messages, a beat per message handled.
+    private readonly LoopMonitor _loop = heartbeat.Register("ingest");
+
     private readonly JobLimits _limits = new() { MaxPayloadBytes = queueOptions.Value.MaxPayloadBytes };
     private readonly string _nodeId = nodeOptions.Value.Id;
 
@@ -46,6 +51,7 @@ internal sealed class IngestService(
         {
             while (await reader.WaitToReadAsync(stoppingToken))
             {
+                _loop.Beat();
                 batch.Clear();
                 items.Clear();
                 codes.Clear();
@@ -57,6 +63,7 @@ internal sealed class IngestService(
                     }
 
                     reader.TryRead(out var message);
+                    _loop.Beat();
                     if (broker.Topics.CancelledJobId(message!.Args.ApplicationMessage.Topic) is { } cancelId)
                     {
                         Cancel(cancelId);
@@ -70,6 +77,7 @@ internal sealed class IngestService(
                 if (batch.Count == 0)
                 {
                     signals.OutboxChanged.Set();
+                    _loop.Idle();
                     continue;
                 }
 
@@ -117,14 +125,20 @@ internal sealed class IngestService(
                     }
 
                     await broker.AcknowledgeAsync(batch[i], stoppingToken);
+                    _loop.Beat();
                 }
 
                 signals.JobQueued.Set();
                 signals.OutboxChanged.Set();
+                _loop.Idle();
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
+        }
+        finally
+        {
+            _loop.Idle();
         }
     }
 

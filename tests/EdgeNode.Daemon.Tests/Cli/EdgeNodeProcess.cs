@@ -7,11 +7,22 @@ internal static class EdgeNodeProcess
 {
     public static string DllPath => Path.Combine(AppContext.BaseDirectory, "edgenode.dll");
 
-    public static ProcessRunner Start(params string[] args) =>
-        ProcessRunner.Start("dotnet", [DllPath, .. args], new Dictionary<string, string>
+    public static ProcessRunner Start(params string[] args) => StartWithEnvironment(new Dictionary<string, string>(), args);
+
+    /// <summary>Starts the program with extra environment variables (e.g. NOTIFY_SOCKET for the systemd tests).</summary>
+    public static ProcessRunner StartWithEnvironment(IReadOnlyDictionary<string, string> environment, params string[] args)
+    {
+        var env = new Dictionary<string, string>
         {
             // Keep a developer's /etc/edgenode/edgenode.json out of the tests.
             ["EDGENODE_CONFIG"] = "/nonexistent/edgenode.json",
             ["DOTNET_NOLOGO"] = "1",
-        });
+        };
+        foreach (var (k, v) in environment)
+        {
+            env[k] = v;
+        }
+
+        return ProcessRunner.Start("dotnet", [DllPath, .. args], env);
+    }
 }
