@@ -292,68 +292,52 @@ public static class JobParser
         : property.NameEquals("reply_to"u8) ? Fields.ReplyTo
         : Fields.None;
 
-    private static string? CheckPrompt(JsonElement value, string name, out string? prompt)
-    {
-        prompt = null;
-        if (value.ValueKind != JsonValueKind.String)
-        {
-            return $"{name} must be a string (got {Describe(value)})";
-        }
-
-        if (!TryGetString(value, out var text))
-        {
-            return $"{name} must be valid Unicode text (it has an unpaired surrogate escape)";
-        }
-
-        if (text.Length == 0)
-        {
-            return $"{name} must not be empty";
-        }
-
-        prompt = text;
-        return null;
-    }
+    private static string? CheckPrompt(JsonElement value, string name, out string? prompt) =>
+        CheckNonEmptyString(value, name, $"{name} must not be empty", int.MaxValue, out prompt);
 
     /// <summary>id: a non-empty string usable as one MQTT topic level (it is placed in topic names).</summary>
     private static string? CheckTopicLevel(JsonElement value, string name, int maxBytes, out string? result)
     {
-        result = null;
-        if (value.ValueKind != JsonValueKind.String)
+        var error = CheckNonEmptyString(value, name, $"{name} must not be empty", maxBytes, out result);
+        if (error is null && result!.Any(c => c is '/' or '+' or '#' || char.IsControl(c)))
         {
-            return $"{name} must be a string (got {Describe(value)})";
+            result = null;
+            return $"{name} must not contain '/', '+', '#', NUL or control characters (it is used in topic names)";
         }
 
-        if (!TryGetString(value, out var text))
-        {
-            return $"{name} must be valid Unicode text (it has an unpaired surrogate escape)";
-        }
-
-        if (text.Length == 0)
-        {
-            return $"{name} must not be empty";
-        }
-
-        var bytes = Encoding.UTF8.GetByteCount(text);
-        if (bytes > maxBytes)
-        {
-            return string.Create(CultureInfo.InvariantCulture, $"{name} must be at most {maxBytes} UTF-8 bytes (got {bytes})");
-        }
-
-        foreach (var c in text)
-        {
-            if (c is '/' or '+' or '#' || char.IsControl(c))
-            {
-                return $"{name} must not contain '/', '+', '#', NUL or control characters (it is used in topic names)";
-            }
-        }
-
-        result = text;
-        return null;
+        return error;
     }
 
     /// <summary>reply_to: a non-empty MQTT topic name (no wildcards; MQTT 5 §4.7.3, §1.5.4 for NUL and controls).</summary>
     private static string? CheckTopicName(JsonElement value, string name, int maxBytes, out string? result)
     {
+        var error = CheckNonEmptyString(value, name, $"{name} must be a non-empty topic name", maxBytes, out result);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        foreach (var c in result!)
+        {
+            if (c is '+' or '#')
+            {
+                result = null;
+                return $"{name} must be a topic name without the wildcards '+' and '#'";
+            }
+
+            if (char.IsControl(c))
+            {
+                result = null;
+                return $"{name} must not contain NUL or control characters";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The rules every text field shares: a JSON string, valid Unicode, not empty, at most <paramref name="maxBytes"/> UTF-8 bytes.</summary>
+    private static string? CheckNonEmptyString(JsonElement value, string name, string emptyMessage, int maxBytes, out string? result)
+    {
         result = null;
         if (value.ValueKind != JsonValueKind.String)
         {
@@ -367,25 +351,15 @@ public static class JobParser
 
         if (text.Length == 0)
         {
-            return $"{name} must be a non-empty topic name";
+            return emptyMessage;
         }
 
-        var bytes = Encoding.UTF8.GetByteCount(text);
-        if (bytes > maxBytes)
+        if (maxBytes != int.MaxValue)
         {
-            return string.Create(CultureInfo.InvariantCulture, $"{name} must be at most {maxBytes} UTF-8 bytes (got {bytes})");
-        }
-
-        foreach (var c in text)
-        {
-            if (c is '+' or '#')
+            var bytes = Encoding.UTF8.GetByteCount(text);
+            if (bytes > maxBytes)
             {
-                return $"{name} must be a topic name without the wildcards '+' and '#'";
-            }
-
-            if (char.IsControl(c))
-            {
-                return $"{name} must not contain NUL or control characters";
+                return string.Create(CultureInfo.InvariantCulture, $"{name} must be at most {maxBytes} UTF-8 bytes (got {bytes})");
             }
         }
 
