@@ -83,4 +83,72 @@ public sealed class CrashTests
         Assert.Equal(count, completions.Count);
         Assert.All(ids, id => Assert.Equal(1, completions.GetValueOrDefault(id)));
     }
+
+    /// <summary>
+    /// ../shared/cases/durability.md 5 by real crashes: with <c>Queue:MaxAttempts=2</c> the daemon dies (SIGKILL) in
+    /// each of the job's first two runs; at its third start it fails FAILED <c>attempts_exhausted</c> without running,
+    /// and the job queued behind it runs.
+    /// </summary>
+    [Fact]
+    public async Task JobThatKillsTheNodeTwice_MaxAttempts2_FailsAttemptsExhausted_AndTheNextJobRuns()
+    {
+        using var state = new TempDirectory();
+        await using var broker = await Mosquitto.StartAsync();
+        await using var node = new NodeProcess(state.Path, broker.Port, "poison", "--Queue:MaxAttempts=2");
+        await node.StartReadyAsync();
+        await using var device = await DeviceClient.ConnectAsync(broker.Port, "poison");
+
+        await device.PublishJobAsync("poison-1", """{"id":"poison-1","prompt":"This one never ends","max_new_tokens":1000}""");
+        await device.PublishJobAsync("behind-1", """{"id":"behind-1","prompt":"Waiting behind it","max_new_tokens":4}""");
+        for (var attempt = 1; attempt <= 2; attempt++)
+        {
+            await node.Current.WaitForLineAsync(l => l.Contains($"Job poison-1 started (attempt {attempt})", StringComparison.Ordinal), Timeout);
+            await node.Current.KillAsync(Timeout);
+            node.Start();
+        }
+
+        await device.WaitForFinalsAsync(["poison-1", "behind-1"], Timeout);
+        var poison = device.FinalText("poison-1");
+        Assert.Contains("\"status\":\"FAILED\"", poison, StringComparison.Ordinal);
+        Assert.Contains("\"code\":\"attempts_exhausted\"", poison, StringComparison.Ordinal);
+        Assert.Contains("\"status\":\"SUCCEEDED\"", device.FinalText("behind-1"), StringComparison.Ordinal);
+        Assert.False(node.CountFinishedLines(JobStatuses.Succeeded).ContainsKey("poison-1"), "the poison job must never complete");
+        await node.StopAsync();
+        using var store = node.OpenStore();
+        Assert.Equal(3, store.Get("poison-1")!.Attempts);
+        Assert.Equal(1, store.Get("behind-1")!.Attempts);
+    }
+
+    /// <summary>
+    /// ../shared/cases/durability.md 7: the node is killed right after Mosquitto logs the node's PUBACK for a job
+    /// (the executor is busy with another job, so this one is only queued). The job is in the store at that moment,
+    /// the broker will not redeliver it, and after the restart it runs and gets its result.
+    /// </summary>
+    [Fact]
+    public async Task SigkillRightAfterPuback_JobWasCommitted_RunsAfterRestart()
+    {
+        using var state = new TempDirectory();
+        await using var broker = await Mosquitto.StartAsync();
+        await using var node = new NodeProcess(state.Path, broker.Port, "ack");
+        await node.StartReadyAsync();
+        await using var device = await DeviceClient.ConnectAsync(broker.Port, "ack");
+        var pubackFromNode = "Received PUBACK from " + node.ClientId;
+
+        await device.PublishJobAsync("busy-1", """{"id":"busy-1","prompt":"Keep the executor busy","max_new_tokens":400}""");
+        var first = await broker.Process.WaitForLineAsync(l => l.Contains(pubackFromNode, StringComparison.Ordinal), Timeout);
+        await node.Current.WaitForLineAsync(l => l.Contains("Job busy-1 started", StringComparison.Ordinal), Timeout);
+        await device.PublishJobAsync("acked-1", """{"id":"acked-1","prompt":"Acknowledged means persisted","max_new_tokens":4}""");
+        await broker.Process.WaitForLineAsync(l => l.Contains(pubackFromNode, StringComparison.Ordinal) && l != first, Timeout);
+        await node.Current.KillAsync(Timeout);
+
+        using (var store = node.OpenStore())
+        {
+            Assert.Equal(JobStatuses.Queued, store.Get("acked-1")?.Status);
+        }
+
+        await node.StartReadyAsync();
+        await device.WaitForFinalsAsync(["acked-1", "busy-1"], Timeout);
+        Assert.Contains("\"status\":\"SUCCEEDED\"", device.FinalText("acked-1"), StringComparison.Ordinal);
+        device.AssertOneFinalEach(["acked-1", "busy-1"]);
+    }
 }
