@@ -182,6 +182,8 @@ internal sealed class DeviceClient : IAsyncDisposable
                 .WithTopicFilter(f => f.WithTopic(ReplyTopic).WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce))
                 .Build(), cancellationToken);
         }
+
+        Interlocked.Exchange(ref _changed, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
     }
 
     private async Task ReconnectLoopAsync()
