@@ -116,6 +116,17 @@ public sealed class ProcessRunner : IAsyncDisposable
         kill.WaitForExit();
     }
 
+    /// <summary>
+    /// Sends SIGKILL to the process (not its children) at once, without spawning kill(1), so a crash lands within
+    /// microseconds of the line the test reacted to; then waits for it to exit.
+    /// </summary>
+    /// <returns>The exit code reported for the killed process (137 on Linux).</returns>
+    public async Task<int> KillAsync(TimeSpan timeout)
+    {
+        _process.Kill(entireProcessTree: false);
+        return await WaitForExitAsync(timeout);
+    }
+
     public async ValueTask DisposeAsync()
     {
         try

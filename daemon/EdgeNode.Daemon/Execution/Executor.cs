@@ -27,6 +27,7 @@ internal sealed class Executor(
     NodeMetrics metrics,
     IOptions<NodeOptions> nodeOptions,
     IOptions<QueueOptions> queueOptions,
+    IOptions<ExecutionOptions> executionOptions,
     TimeProvider time,
     LoopHeartbeat heartbeat,
     TestHooks testHooks,
@@ -65,6 +66,13 @@ internal sealed class Executor(
         metrics.DepthSource = () => (store.CountQueued(), Volatile.Read(ref _inFlight));
         try
         {
+            if (executionOptions.Value.Paused)
+            {
+                // Jobs are still accepted and committed (ingest is separate); none is taken until a restart without the flag.
+                Log.ExecutionPaused(logger, store.CountQueued());
+                await Task.Delay(Timeout.InfiniteTimeSpan, time, stoppingToken);
+            }
+
             while (!stoppingToken.IsCancellationRequested)
             {
                 _loop.Beat();

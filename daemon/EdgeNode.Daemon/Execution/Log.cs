@@ -14,6 +14,9 @@ internal static partial class Log
     [LoggerMessage(303, LogLevel.Error, "Job {JobId} failed with an internal error")]
     public static partial void JobCrashed(ILogger logger, Exception exception, string jobId);
 
+    [LoggerMessage(310, LogLevel.Warning, "Execution paused (Execution:Paused=true): jobs are accepted and queued but none runs; {Queued} queued now")]
+    public static partial void ExecutionPaused(ILogger logger, int queued);
+
     [LoggerMessage(304, LogLevel.Information, "Job {JobId} started (attempt {Attempt})")]
     public static partial void JobStarted(ILogger logger, string jobId, int attempt);
 

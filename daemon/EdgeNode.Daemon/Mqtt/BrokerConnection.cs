@@ -229,7 +229,14 @@ internal sealed class BrokerConnection : BackgroundService
         {
             // MQTTnet does not throw on a refused CONNACK (notes/mqttnet.md).
             await DisconnectQuietlyAsync();
-            throw new IOException($"broker refused the connection: {result.ResultCode} {result.ReasonString}");
+            if (result.ResultCode is MqttClientConnectResultCode.BadUserNameOrPassword or MqttClientConnectResultCode.NotAuthorized)
+            {
+                // An operator error, not a network blip: say so at error level, naming the keys (never the password).
+                Log.CredentialsRefused(_logger, Host, Port, _options.Username ?? "", result.ResultCode.ToString());
+            }
+
+            var reason = string.IsNullOrEmpty(result.ReasonString) ? result.ResultCode.ToString() : $"{result.ResultCode} ({result.ReasonString})";
+            throw new IOException("broker refused the connection: " + reason);
         }
 
         if (Interlocked.Increment(ref _generation) > 1)

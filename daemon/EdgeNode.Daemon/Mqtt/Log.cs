@@ -28,4 +28,7 @@ internal static partial class Log
 
     [LoggerMessage(107, LogLevel.Warning, "Publishing the node status failed: {Reason}")]
     public static partial void StatusPublishFailed(ILogger logger, string reason);
+
+    [LoggerMessage(108, LogLevel.Error, "MQTT broker {Host}:{Port} refused the credentials of user '{Username}' ({Reason}): check Mqtt:Username and Mqtt:Password (or the broker's password file / ACL); retrying with backoff")]
+    public static partial void CredentialsRefused(ILogger logger, string host, int port, string username, string reason);
 }

@@ -213,6 +213,19 @@ internal sealed class QueueOptions
     public TimeSpan Retention { get; set; } = TimeSpan.FromHours(24);
 }
 
+/// <summary>Section <c>Execution</c>: the local executor.</summary>
+internal sealed class ExecutionOptions
+{
+    public const string Section = "Execution";
+
+    /// <summary>
+    /// When true the node accepts, commits and acknowledges jobs but runs none of them: they wait QUEUED (deadlines
+    /// still apply when execution resumes). For maintenance windows, draining a board before a model swap, and the
+    /// ingest benchmark. Read at start; restart to resume.
+    /// </summary>
+    public bool Paused { get; set; }
+}
+
 /// <summary>Section <c>Admin</c>: the loopback HTTP endpoint (<c>/healthz</c>, <c>/readyz</c>).</summary>
 internal sealed class AdminOptions
 {
