@@ -123,6 +123,9 @@ internal sealed class Executor(
                     _inFlight--;
                 }
 
+                // Logged once the outcome is committed: a crash before this line re-runs the job, after it never.
+                Log.JobFinished(logger, job.Id, outcome.Status, outcome.Code ?? "ok");
+
                 if (outcome.Ran)
                 {
                     metrics.JobDuration.Observe((time.GetUtcNow() - job.AcceptedAt).TotalSeconds);
@@ -153,7 +156,6 @@ internal sealed class Executor(
             // It started MaxAttempts runs and the process died in each (DESIGN.md §4.3): fail it, never block the queue.
             var message = string.Create(CultureInfo.InvariantCulture,
                 $"the job was started {job.Attempts - 1} times and the node stopped during each run (Queue:MaxAttempts {queueOptions.Value.MaxAttempts}); it is failed as poison");
-            Log.JobFinished(logger, job.Id, JobStatuses.Failed, JobErrorCodes.AttemptsExhausted);
             return Fail(job.Id, JobStatuses.Failed, JobErrorCodes.AttemptsExhausted, message);
         }
 
@@ -161,7 +163,6 @@ internal sealed class Executor(
         {
             var message = string.Create(CultureInfo.InvariantCulture,
                 $"deadline_ms {deadline} passed after {queueMs:F0} ms in the queue; the job was not run");
-            Log.JobFinished(logger, job.Id, JobStatuses.TimedOut, message);
             return Fail(job.Id, JobStatuses.TimedOut, JobErrorCodes.DeadlineExceeded, message);
         }
 
@@ -188,7 +189,6 @@ internal sealed class Executor(
         if (outcome.Error is { } error)
         {
             var status = error.Code == JobErrorCodes.Canceled ? JobStatuses.Canceled : JobStatuses.Failed;
-            Log.JobFinished(logger, job.Id, status, error.Code);
             return Fail(job.Id, status, error.Code, error.Message) with { Ran = true };
         }
 
@@ -197,7 +197,6 @@ internal sealed class Executor(
         metrics.TimeToFirstToken.Observe((queueMs + result.PrefillMs) / 1000.0); // prefill yields the first token
         var totalMs = (time.GetUtcNow() - job.AcceptedAt).TotalMilliseconds;
         var finishReason = result.FinishReason.ToString().ToLowerInvariant();
-        Log.JobFinished(logger, job.Id, JobStatuses.Succeeded, finishReason);
         return new Outcome(JobStatuses.Succeeded, null, JobEvents.Result(job.Id, result.Text, finishReason, result.PromptTokens.Count,
             result.GeneratedTokens.Count, "local", _nodeId, queueMs, result.PrefillMs, result.DecodeMs, totalMs), Ran: true);
     }
