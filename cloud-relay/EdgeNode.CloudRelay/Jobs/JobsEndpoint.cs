@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
@@ -99,7 +100,17 @@ internal static class JobsEndpoint
                 metrics.Replays.Inc();
             }
 
-            using var registration = context.RequestAborted.Register(() => jobs.Leave(execution));
+            // Leave once, whether Kestrel reports the abort or a write finds the connection gone.
+            var left = 0;
+            void LeaveOnce()
+            {
+                if (Interlocked.Exchange(ref left, 1) == 0)
+                {
+                    jobs.Leave(execution);
+                }
+            }
+
+            using var registration = context.RequestAborted.Register(LeaveOnce);
             if (ticket.IsOwner)
             {
                 if (sse && job.Stream)
@@ -124,9 +135,20 @@ internal static class JobsEndpoint
 
             if (ticket.IsOwner && execution.Tokens is { } tokens)
             {
-                await foreach (var token in tokens.Reader.ReadAllAsync(context.RequestAborted))
+                try
                 {
-                    await WriteEventAsync(context.Response, "token", token, context.RequestAborted);
+                    await foreach (var token in tokens.Reader.ReadAllAsync(context.RequestAborted))
+                    {
+                        if (!await WriteEventAsync(context.Response, "token", token, context.RequestAborted))
+                        {
+                            LeaveOnce();
+                            return;
+                        }
+                    }
+                }
+                catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+                {
+                    return;
                 }
             }
 
@@ -228,15 +250,18 @@ internal static class JobsEndpoint
         await context.Response.StartAsync(context.RequestAborted);
     }
 
-    private static async Task WriteEventAsync(HttpResponse response, string type, byte[] json, CancellationToken cancellationToken)
+    /// <summary>Writes one SSE event and flushes it; false when the connection is gone (the transport stopped reading).</summary>
+    private static async Task<bool> WriteEventAsync(HttpResponse response, string type, byte[] json, CancellationToken cancellationToken)
     {
         // One event per job event: "event: {type}\ndata: {json}\n\n" (JSON has no raw newlines).
-        await response.Body.WriteAsync(EventPrefix, cancellationToken);
-        await response.Body.WriteAsync(Encoding.UTF8.GetBytes(type), cancellationToken);
-        await response.Body.WriteAsync(DataPrefix, cancellationToken);
-        await response.Body.WriteAsync(json, cancellationToken);
-        await response.Body.WriteAsync(EventEnd, cancellationToken);
-        await response.Body.FlushAsync(cancellationToken);
+        var writer = response.BodyWriter;
+        writer.Write(EventPrefix);
+        writer.Write(Encoding.UTF8.GetBytes(type));
+        writer.Write(DataPrefix);
+        writer.Write(json);
+        writer.Write(EventEnd);
+        var flushed = await writer.FlushAsync(cancellationToken);
+        return !flushed.IsCompleted && !flushed.IsCanceled && !cancellationToken.IsCancellationRequested;
     }
 
     private static async Task WriteJsonAsync(HttpContext context, RelayMetrics metrics, int status, byte[] json)
