@@ -226,3 +226,31 @@ public sealed class DeviceQuotaTests
         Assert.Equal(1, await relay.MetricAsync("edgenode_relay_throttled_total{reason=\"quota\"}"));
     }
 }
+
+/// <summary>The daemon's relay client (shared/Offload) against the real relay.</summary>
+[Collection(RelayCollection.Name)]
+public sealed class RelayClientIntegrationTests(RelayFixture fixture) : IClassFixture<RelayFixture>
+{
+    [Fact]
+    public async Task SubmitAsync_RealRelay_CompletesAndAReSendGetsTheSameBytes()
+    {
+        using var http = new HttpClient();
+        var client = new EdgeNode.Shared.Offload.RelayClient(http, new EdgeNode.Shared.Offload.RelayClientOptions
+        {
+            RelayUrl = fixture.Relay.BaseAddress,
+            DeviceId = RelayHost.Device,
+            DeviceKey = RelayHost.DeviceKey,
+        }, TimeProvider.System);
+        var id = "client-" + Guid.NewGuid().ToString("N");
+        var job = Encoding.UTF8.GetBytes($$"""{"id":"{{id}}","prompt":"Offloaded","max_new_tokens":6,"seed":5,"stream":true}""");
+        var streamed = new List<string>();
+
+        var first = await client.SubmitAsync(job, id, e => streamed.Add(Encoding.UTF8.GetString(e)));
+        var resent = await client.SubmitAsync(job, id);
+
+        Assert.Equal(EdgeNode.Shared.Offload.RelayOutcomeKind.Completed, first.Kind);
+        Assert.Equal("SUCCEEDED", first.Status);
+        Assert.Equal(7, streamed.Count); // accepted + 6 tokens
+        Assert.Equal(first.Event, resent.Event);
+    }
+}
