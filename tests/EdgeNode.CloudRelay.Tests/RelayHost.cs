@@ -38,7 +38,7 @@ internal sealed class RelayHost : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<RelayHost> StartAsync(IReadOnlyDictionary<string, string?>? overrides = null)
+    public static async Task<RelayHost> StartAsync(IReadOnlyDictionary<string, string?>? overrides = null, TimeProvider? time = null)
     {
         var state = new TempDirectory();
         var settings = new Dictionary<string, string?>
@@ -56,7 +56,7 @@ internal sealed class RelayHost : IAsyncDisposable
             settings[key] = value;
         }
 
-        var app = RelayApp.Build([], settings);
+        var app = RelayApp.Build([], settings, time is null ? null : services => services.AddSingleton(time));
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         return new RelayHost(app, state, new Uri(address));

@@ -22,7 +22,11 @@ internal static class RelayApp
     /// <summary>Default system configuration file.</summary>
     public const string SystemConfigFile = "/etc/edgenode/relay.json";
 
-    public static WebApplication Build(IReadOnlyList<string> args, IReadOnlyDictionary<string, string?>? overrides = null)
+    /// <param name="args">Command-line configuration (<c>--Section:Key=value</c>).</param>
+    /// <param name="overrides">In-memory configuration, winning over every other source (tests, demos).</param>
+    /// <param name="configureServices">Last-word service registrations (tests: a FakeTimeProvider).</param>
+    public static WebApplication Build(IReadOnlyList<string> args, IReadOnlyDictionary<string, string?>? overrides = null,
+        Action<IServiceCollection>? configureServices = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
@@ -49,6 +53,7 @@ internal static class RelayApp
         });
         builder.Services.AddSystemd();
         builder.AddRelay();
+        configureServices?.Invoke(builder.Services);
         var url = config[$"{RelayOptions.Section}:Url"] ?? new RelayOptions().Url;
         builder.WebHost.UseUrls(url.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = (config.GetValue<int?>($"{RelayOptions.Section}:MaxBodyBytes") ?? new RelayOptions().MaxBodyBytes) + 1);

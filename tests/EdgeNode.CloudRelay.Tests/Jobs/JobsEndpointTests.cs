@@ -254,3 +254,29 @@ public sealed class RelayClientIntegrationTests(RelayFixture fixture) : IClassFi
         Assert.Equal(first.Event, resent.Event);
     }
 }
+
+/// <summary>The idempotency window (<c>Relay:RetentionSeconds</c>), on a fake clock.</summary>
+[Collection(RelayCollection.Name)]
+public sealed class RetentionTests
+{
+    [Fact]
+    public async Task Post_ReSendAfterTheRetentionWindow_RunsAgainButWithinItGetsTheStoredOutcome()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var relay = await RelayHost.StartAsync(new Dictionary<string, string?> { ["Relay:RetentionSeconds"] = "60" }, time);
+        const string job = """{"id":"kept","prompt":"x","max_new_tokens":2,"seed":1}""";
+
+        using var first = await relay.PostAsync(job, RelayHost.Token());
+        time.Advance(TimeSpan.FromSeconds(59));
+        using var within = await relay.PostAsync(job, RelayHost.Token());
+        var ranWithin = await relay.MetricAsync("edgenode_relay_jobs_total{status=\"SUCCEEDED\"}");
+        time.Advance(TimeSpan.FromSeconds(2));
+        using var after = await relay.PostAsync(job, RelayHost.Token());
+
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.Equal(await first.Content.ReadAsByteArrayAsync(), await within.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, ranWithin);
+        Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+        Assert.Equal(2, await relay.MetricAsync("edgenode_relay_jobs_total{status=\"SUCCEEDED\"}"));
+    }
+}
