@@ -7,7 +7,7 @@ namespace EdgeNode.Shared.Tests.Queueing;
 /// The estimators and the offload policy against queueing theory (issue 5, item 5), on a seeded discrete-event
 /// simulation (<see cref="QueueSimulation"/>): fixed seeds, so each run is the same every time.
 /// </summary>
-public sealed class QueueSimulationTests
+public sealed class QueueSimulationTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private const double Mu = 10; // jobs/s: a tiny-model job of ~0.1 s
 
@@ -21,6 +21,7 @@ public sealed class QueueSimulationTests
         var lambda = rho * Mu;
 
         var run = QueueSimulation.Run(lambda, Mu, jobs: 200_000, seed);
+        output.WriteLine(run.ToString());
 
         // Kleinrock Vol. 1 §3.2: W = 1/(μ − λ); within 10 %.
         var theory = QueueingFormulas.MeanTimeInSystem(lambda, Mu);
@@ -44,6 +45,7 @@ public sealed class QueueSimulationTests
         var policy = new OffloadPolicy();
 
         var run = QueueSimulation.Run(2 * Mu, Mu, jobs: 100_000, seed, policy);
+        output.WriteLine(run.ToString());
 
         Assert.True(run.LocalUtilization >= 0.8, $"local utilization {run.LocalUtilization:P1}");
         Assert.InRange((double)run.Offloaded / run.Arrivals, 0.4, 0.65);
