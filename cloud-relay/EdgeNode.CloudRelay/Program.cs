@@ -1,0 +1,3 @@
+using EdgeNode.CloudRelay.Cli;
+
+return await RelayCommands.Create().Parse(args).InvokeAsync();
