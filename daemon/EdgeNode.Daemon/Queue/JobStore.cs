@@ -733,6 +733,7 @@ internal sealed class JobStore : IDisposable
         }
         catch (Exception ex) when (ex is IOException or LiteException)
         {
+            StoreFiles.DefuseTransactions(db);
             Log.StoreIoError(_logger, ex);
         }
     }

@@ -86,6 +86,7 @@ internal sealed class StoreFiles : IDisposable
     public Exception? Close()
     {
         Exception? failure = null;
+        DefuseTransactions(Database);
         try
         {
             Database.Dispose();
@@ -99,6 +100,51 @@ internal sealed class StoreFiles : IDisposable
         _log.Dispose();
         return failure;
     }
+
+    /// <summary>
+    /// LiteDB 5.0.21 leaves a transaction undisposed when its rollback fails (after ENOSPC, or LiteDB issue 2586:
+    /// "discarded page must be writable"); that transaction's finalizer later repeats the failing rollback on the
+    /// finalizer thread, where the exception terminates the process. Before a broken database is dropped (and after
+    /// a failed rollback) its transactions are told not to finalize: the files are closed by us anyway, and the
+    /// data was never committed. Reflection on LiteDB's private fields: if they change, nothing is done.
+    /// </summary>
+#pragma warning disable CA1816 // deliberately suppressing the finalizer of LiteDB's own objects (see summary)
+    public static void DefuseTransactions(LiteDatabase database)
+    {
+        const System.Reflection.BindingFlags Private = System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance;
+        try
+        {
+            var engine = typeof(LiteDatabase).GetField("_engine", Private)?.GetValue(database);
+            var monitor = engine?.GetType().GetField("_monitor", Private)?.GetValue(engine);
+            if (monitor is null)
+            {
+                return;
+            }
+
+            if (monitor.GetType().GetField("_transactions", Private)?.GetValue(monitor) is System.Collections.IDictionary active)
+            {
+                lock (active)
+                {
+                    foreach (var transaction in active.Values)
+                    {
+                        GC.SuppressFinalize(transaction!);
+                    }
+                }
+            }
+
+            // The calling thread's transaction (a failed rollback may have removed it from the dictionary).
+            var slot = monitor.GetType().GetField("_slot", Private)?.GetValue(monitor);
+            if (slot?.GetType().GetProperty("Value")?.GetValue(slot) is { } current)
+            {
+                GC.SuppressFinalize(current);
+            }
+        }
+        catch (Exception ex) when (ex is System.Reflection.TargetException or MemberAccessException or InvalidOperationException or ObjectDisposedException)
+        {
+            // Unknown LiteDB internals: nothing to defuse.
+        }
+    }
+#pragma warning restore CA1816
 
     /// <summary>Same as <see cref="Close"/>, ignoring errors.</summary>
     public void Dispose() => Close();
