@@ -37,7 +37,7 @@ internal sealed class IoTHubOptions : IValidatableObject
     public string? CaFile { get; set; }
 
     /// <summary>Lifetime of each SAS token, seconds; the link reconnects with a fresh token at 80% of it.</summary>
-    [Range(10, 31 * 86_400)]
+    [Range(5, 31 * 86_400)]
     public int TokenTtlSeconds { get; set; } = 3600;
 
     /// <summary>Seconds between telemetry D2C messages (also settable by the desired property <c>telemetryIntervalSeconds</c>).</summary>
