@@ -38,6 +38,7 @@ public sealed record EmulatorConnection(string ClientId, string UserName, string
 public sealed class IoTHubEmulator : IAsyncDisposable
 {
     public const string HostName = "localhost";
+    private const string HubSender = "$iothub";
     private readonly X509Certificate2 _certificate;
     private readonly Lock _gate = new();
     private readonly ConcurrentDictionary<string, TaskCompletionSource<(int Status, string Body)>> _methodCalls = new();
@@ -419,6 +420,11 @@ public sealed class IoTHubEmulator : IAsyncDisposable
 
     private async Task OnPublishAsync(InterceptingPublishEventArgs e)
     {
+        if (e.ClientId == HubSender)
+        {
+            return; // our own injected message: route it to the device
+        }
+
         var topic = e.ApplicationMessage.Topic;
         var payload = e.ApplicationMessage.Payload.ToArray();
         e.ProcessPublish = false; // nothing the device sends is routed to other subscribers
@@ -572,7 +578,7 @@ public sealed class IoTHubEmulator : IAsyncDisposable
         }
 
         var message = new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(qos).Build();
-        await server.InjectApplicationMessage(new InjectedMqttApplicationMessage(message) { SenderClientId = "$iothub" });
+        await server.InjectApplicationMessage(new InjectedMqttApplicationMessage(message) { SenderClientId = HubSender });
     }
 
     private static void Merge(JsonObject target, JsonObject patch)
