@@ -166,6 +166,17 @@ public sealed class IoTHubTests
         Assert.Contains(node.Logs.Lines, l => l.Contains("Twin request failed: IoT Hub throttled the request (429)", StringComparison.Ordinal));
     }
 
+    /// <summary>../shared/cases/operations.md 2 and 3: throttling that never recovers, reconnect storms.</summary>
+    [Fact]
+    public async Task Connect_RefusedWhileThrottled_RetriedWithBackoff_ThenRecoversWithoutRestart()
+    {
+        await using var node = await IoTHubNode.StartAsync(beforeStart: h => h.RefuseConnections(3));
+        var hub = node.Hub;
+        await hub.WaitUntilAsync(h => h.Connections.Count == 1 && h.Reported["config"] is not null, Timeout, "a connection after the refusals");
+        Assert.Equal(4, hub.ConnectAttempts); // one attempt per backoff step, no storm
+        Assert.Equal(3, node.Logs.Lines.Count(l => l.Contains("Cannot connect to IoT Hub", StringComparison.Ordinal)));
+    }
+
     [Fact]
     public async Task Start_InvalidConnectionString_FailsNamingTheKey_WithoutTheKey()
     {

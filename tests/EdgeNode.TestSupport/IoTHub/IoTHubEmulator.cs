@@ -52,6 +52,7 @@ public sealed class IoTHubEmulator : IAsyncDisposable
     private Timer? _expiryTimer;
     private DateTimeOffset? _currentExpiry;
     private int _throttleReported;
+    private int _refuseConnections;
     private int _rid;
 
     private IoTHubEmulator(int port, string caFile, X509Certificate2 certificate)
@@ -123,6 +124,12 @@ public sealed class IoTHubEmulator : IAsyncDisposable
         await emulator.StartServerAsync();
         return emulator;
     }
+
+    /// <summary>CONNECT attempts seen, accepted or not.</summary>
+    public int ConnectAttempts { get; private set; }
+
+    /// <summary>Refuse the next <paramref name="count"/> connection attempts with "server unavailable" (how IoT Hub answers when throttling connects).</summary>
+    public void RefuseConnections(int count) => Interlocked.Exchange(ref _refuseConnections, count);
 
     /// <summary>Answer the next <paramref name="count"/> reported-property patches with 429 (throttled).</summary>
     public void ThrottleReportedPatches(int count) => Interlocked.Exchange(ref _throttleReported, count);
@@ -331,6 +338,19 @@ public sealed class IoTHubEmulator : IAsyncDisposable
 
     private Task ValidateAsync(ValidatingConnectionEventArgs e)
     {
+        lock (_gate)
+        {
+            ConnectAttempts++;
+        }
+
+        if (Interlocked.Decrement(ref _refuseConnections) >= 0)
+        {
+            e.ReasonCode = MqttConnectReasonCode.ServerUnavailable;
+            Changed("refused " + e.ClientId + ": throttled (server unavailable)");
+            return Task.CompletedTask;
+        }
+
+        Interlocked.Exchange(ref _refuseConnections, 0);
         var refusal = Refusal(e);
         if (refusal is not null)
         {
