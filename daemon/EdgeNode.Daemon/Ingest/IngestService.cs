@@ -304,7 +304,15 @@ internal sealed class IngestService(
     {
         try
         {
-            await broker.PublishAsync(topic, payload, correlation, retain: false, cancellationToken);
+            // A reply to another source's job (IoT Hub D2C) goes out on that source's link, not to the broker.
+            if (extraSources.OfType<Outbox.IOutboxRoute>().FirstOrDefault(r => r.Handles(topic)) is { } route)
+            {
+                await route.PublishAsync(topic, payload, cancellationToken);
+            }
+            else
+            {
+                await broker.PublishAsync(topic, payload, correlation, retain: false, cancellationToken);
+            }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {

@@ -74,6 +74,23 @@ public sealed class IoTHubTests
         Assert.Equal([mid], hub.C2dCompleted);
     }
 
+    /// <summary>DESIGN.md §3: a job id seen before is never run twice; the resubmission gets the stored outcome again, here as D2C.</summary>
+    [Fact]
+    public async Task C2dJob_ResubmittedId_GetsStoredOutcomeAgainAsD2c_NotRunTwice()
+    {
+        await using var node = await IoTHubNode.StartAsync();
+        var hub = node.Hub;
+        var job = "{\"id\":\"dup-1\",\"prompt\":\"Hello\",\"max_new_tokens\":3}"u8.ToArray();
+        await hub.SendC2dAsync(job);
+        await hub.WaitUntilAsync(h => h.D2c.Any(m => IsEvent(m, "dup-1", "result")), Timeout, "the first result");
+        await hub.SendC2dAsync(job);
+        await hub.WaitUntilAsync(h => h.D2c.Count(m => IsEvent(m, "dup-1", "result")) == 2 && h.C2dPending == 0, Timeout, "the stored result again");
+        var results = hub.D2c.Where(m => IsEvent(m, "dup-1", "result")).ToList();
+        Assert.Equal(results[0].Payload, results[1].Payload);
+        Assert.Single(hub.D2c, m => IsEvent(m, "dup-1", "accepted"));
+        Assert.Equal(1, (int)node.Service<Health.NodeMetrics>().Succeeded.Value);
+    }
+
     [Fact]
     public async Task DirectMethods_EachRoundTrip_AnswerWithStatusAndJson()
     {
