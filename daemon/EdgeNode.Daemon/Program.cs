@@ -8,6 +8,7 @@ var root = new RootCommand("EdgeNode: an edge runtime that takes GPT-2 text-gene
     SubmitCommand.Create(),
     GenerateCommand.Create(),
     ModelCommand.Create(),
+    IoTHubCommand.Create(),
 };
 var parseResult = root.Parse(args);
 if (parseResult.Errors.Count > 0)

@@ -1,6 +1,7 @@
 using EdgeNode.Daemon.Execution;
 using EdgeNode.Daemon.Health;
 using EdgeNode.Daemon.Ingest;
+using EdgeNode.Daemon.IoTHub;
 using EdgeNode.Daemon.Mqtt;
 using EdgeNode.Daemon.Options;
 using EdgeNode.Daemon.Outbox;
@@ -97,7 +98,9 @@ internal static class EdgeNodeHost
         services.AddHostedService<StoreMaintenance>();
         services.AddSingleton<Executor>();
         services.AddHostedService(sp => sp.GetRequiredService<Executor>());
+        services.AddSingleton<JobControl>();
         services.AddHostedService<IngestService>();
+        builder.AddIoTHub();
         return builder;
     }
 }

@@ -25,13 +25,14 @@ internal sealed class IngestService(
     BrokerConnection broker,
     StoreHost storeHost,
     ModelHost modelHost,
-    Executor executor,
     NodeSignals signals,
     NodeMetrics metrics,
     IOptions<QueueOptions> queueOptions,
     IOptions<NodeOptions> nodeOptions,
     TimeProvider time,
     LoopHeartbeat heartbeat,
+    JobControl jobControl,
+    IEnumerable<IInboundJobSource> extraSources,
     ILogger<IngestService> logger) : BackgroundService
 {
     // Liveness for the systemd watchdog: idle while waiting for messages, a beat per message handled.
@@ -42,7 +43,7 @@ internal sealed class IngestService(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var reader = broker.Inbound;
+        var reader = MergeSources(stoppingToken);
         var max = queueOptions.Value.MaxBatch;
         var batch = new List<InboundMessage>(max);
         var items = new List<IngestItem>(max);
@@ -67,7 +68,7 @@ internal sealed class IngestService(
                     if (broker.Topics.CancelledJobId(message!.Args.ApplicationMessage.Topic) is { } cancelId)
                     {
                         Cancel(cancelId);
-                        await broker.AcknowledgeAsync(message, stoppingToken);
+                        await AcknowledgeAsync(message, stoppingToken);
                         continue;
                     }
 
@@ -124,7 +125,7 @@ internal sealed class IngestService(
                         await AnswerDuplicateAsync(items[i], decisions[i], stoppingToken);
                     }
 
-                    await broker.AcknowledgeAsync(batch[i], stoppingToken);
+                    await AcknowledgeAsync(batch[i], stoppingToken);
                     _loop.Beat();
                 }
 
@@ -143,34 +144,53 @@ internal sealed class IngestService(
     }
 
     /// <summary>
-    /// A cancel request (DESIGN.md §3, <c>{prefix}/jobs/{jobId}/cancel</c>): a queued job ends CANCELED at once
-    /// (its outcome recorded like any other), a running one is stopped within one decode step by the executor,
-    /// a finished or unknown one is left as it is.
+    /// A cancel request (DESIGN.md §3, <c>{prefix}/jobs/{jobId}/cancel</c>), handled by <see cref="JobControl.Cancel"/>.
     /// </summary>
     private void Cancel(string jobId)
     {
-        string outcome;
-        lock (metrics.Gate)
+        var (outcome, status) = jobControl.Cancel(jobId);
+        IngestLog.CancelHandled(logger, jobId, JobControl.Describe(outcome, status));
+    }
+
+    /// <summary>Sends the PUBACK of a committed message on the link it came from.</summary>
+    private Task AcknowledgeAsync(InboundMessage message, CancellationToken cancellationToken) =>
+        message.Source is { } source ? source.AcknowledgeAsync(message, cancellationToken) : broker.AcknowledgeAsync(message, cancellationToken);
+
+    /// <summary>
+    /// The broker's inbound channel, or, when other job sources are registered (IoT Hub C2D), one channel fed by all of
+    /// them; each source's arrival order is kept, so PUBACKs stay in order per link.
+    /// </summary>
+    private System.Threading.Channels.ChannelReader<InboundMessage> MergeSources(CancellationToken stoppingToken)
+    {
+        var sources = extraSources.ToList();
+        if (sources.Count == 0)
         {
-            var record = storeHost.Store.Get(jobId);
-            if (record is { Status: JobStatuses.Queued })
+            return broker.Inbound;
+        }
+
+        var merged = System.Threading.Channels.Channel.CreateBounded<InboundMessage>(
+            new System.Threading.Channels.BoundedChannelOptions(10_000) { SingleReader = true });
+        async Task PumpAsync(System.Threading.Channels.ChannelReader<InboundMessage> from)
+        {
+            try
             {
-                var payload = JobEvents.Error(jobId, JobStatuses.Canceled, JobErrorCodes.Canceled, "the job was canceled before it ran");
-                storeHost.Store.Finish(jobId, JobStatuses.Canceled, payload);
-                metrics.Cancelled.Inc();
-                outcome = "removed from the queue";
+                await foreach (var m in from.ReadAllAsync(stoppingToken))
+                {
+                    await merged.Writer.WriteAsync(m, stoppingToken);
+                }
             }
-            else if (record is { Status: JobStatuses.InProgress })
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
-                outcome = executor.CancelRunning(jobId) ? "stopping the running job" : "already finishing";
-            }
-            else
-            {
-                outcome = record is null ? "unknown job" : "already " + record.Status;
             }
         }
 
-        IngestLog.CancelHandled(logger, jobId, outcome);
+        _ = PumpAsync(broker.Inbound);
+        foreach (var source in sources)
+        {
+            _ = PumpAsync(source.Inbound);
+        }
+
+        return merged.Reader;
     }
 
     /// <summary>
@@ -187,6 +207,16 @@ internal sealed class IngestService(
         foreach (var message in batch)
         {
             var (item, code) = Prepare(message);
+            if (item.Job is { } draining && code is null && jobControl.Draining && store.Get(draining.Id) is null)
+            {
+                code = JobControl.DrainingCode;
+                item = item with
+                {
+                    Job = null,
+                    EventPayload = JobEvents.Error(draining.Id, JobStatuses.Rejected, code, "the node is draining (operator request): it finishes its queue and takes no new jobs; submit elsewhere or retry after resume"),
+                };
+            }
+
             if (item.Job is { } job && code is null)
             {
                 var bytes = JobBytes(job);
@@ -229,7 +259,8 @@ internal sealed class IngestService(
         var parsed = payload.IsSingleSegment
             ? JobParser.Parse(payload.FirstSpan, _limits, NewId)
             : JobParser.Parse(payload.ToArray(), _limits, NewId);
-        var replyTopic = !string.IsNullOrEmpty(m.ResponseTopic) ? m.ResponseTopic
+        var replyTopic = message.Source is { } source ? source.ReplyTopic(parsed.Id)
+            : !string.IsNullOrEmpty(m.ResponseTopic) ? m.ResponseTopic
             : parsed.ReplyTo ?? broker.Topics.DefaultReply(parsed.Id);
         var correlation = m.CorrelationData is { Length: > 0 } ? m.CorrelationData : null;
 
@@ -273,7 +304,15 @@ internal sealed class IngestService(
     {
         try
         {
-            await broker.PublishAsync(topic, payload, correlation, retain: false, cancellationToken);
+            // A reply to another source's job (IoT Hub D2C) goes out on that source's link, not to the broker.
+            if (extraSources.OfType<Outbox.IOutboxRoute>().FirstOrDefault(r => r.Handles(topic)) is { } route)
+            {
+                await route.PublishAsync(topic, payload, cancellationToken);
+            }
+            else
+            {
+                await broker.PublishAsync(topic, payload, correlation, retain: false, cancellationToken);
+            }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
@@ -295,4 +334,20 @@ internal static partial class IngestLog
 
     [LoggerMessage(402, LogLevel.Information, "Cancel request for job {JobId}: {Outcome}")]
     public static partial void CancelHandled(ILogger logger, string jobId, string outcome);
+}
+
+/// <summary>
+/// A source of job messages besides the data-plane broker (e.g. IoT Hub cloud-to-device messages), fed into the same
+/// ingest pipeline: validated, committed, then acknowledged on the source's own link.
+/// </summary>
+internal interface IInboundJobSource
+{
+    /// <summary>Received messages in arrival order; each has <see cref="InboundMessage.Source"/> set to this source.</summary>
+    System.Threading.Channels.ChannelReader<InboundMessage> Inbound { get; }
+
+    /// <summary>Sends the PUBACK of a committed message (only on the connection that delivered it).</summary>
+    Task AcknowledgeAsync(InboundMessage message, CancellationToken cancellationToken);
+
+    /// <summary>The reply topic of a job from this source (the request's <c>reply_to</c> is not used).</summary>
+    string ReplyTopic(string jobId);
 }

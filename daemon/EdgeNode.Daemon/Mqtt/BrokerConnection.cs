@@ -18,7 +18,8 @@ namespace EdgeNode.Daemon.Mqtt;
 /// <param name="ConnectionGeneration">Which connection delivered it: a PUBACK is only sent on that same connection
 /// (after a reconnect the broker redelivers unacknowledged messages and the job id makes the repeat harmless).</param>
 /// <param name="ReceivedAt">Arrival time from the injected <see cref="TimeProvider"/>.</param>
-internal sealed record InboundMessage(MqttApplicationMessageReceivedEventArgs Args, long ConnectionGeneration, DateTimeOffset ReceivedAt);
+/// <param name="Source">The link it came from when not the data-plane broker (IoT Hub C2D); null for the broker.</param>
+internal sealed record InboundMessage(MqttApplicationMessageReceivedEventArgs Args, long ConnectionGeneration, DateTimeOffset ReceivedAt, Ingest.IInboundJobSource? Source = null);
 
 /// <summary>
 /// The data-plane MQTT client (MQTTnet 5): connects with a persistent session, subscribes to the pool

@@ -24,8 +24,11 @@ internal sealed class OutboxPublisher : BackgroundService
     private readonly List<(long Seq, TaskCompletionSource Done)> _waiters = [];
     private long _deliveredThrough;
 
-    public OutboxPublisher(BrokerConnection broker, StoreHost storeHost, NodeSignals signals, TimeProvider time, ILogger<OutboxPublisher> logger)
+    private readonly IOutboxRoute[] _routes;
+
+    public OutboxPublisher(BrokerConnection broker, StoreHost storeHost, NodeSignals signals, TimeProvider time, ILogger<OutboxPublisher> logger, IEnumerable<IOutboxRoute>? routes = null)
     {
+        _routes = routes?.ToArray() ?? [];
         _broker = broker;
         _storeHost = storeHost;
         _signals = signals;
@@ -128,8 +131,35 @@ internal sealed class OutboxPublisher : BackgroundService
         var lastWritten = _storeHost.Store.LastOutboxSeq; // read first: entries written later are not vouched for
         var entries = _storeHost.Store.ReadOutbox(BatchSize);
         var delivered = 0;
+        HashSet<IOutboxRoute>? failedRoutes = null;
         foreach (var entry in entries)
         {
+            var route = Array.Find(_routes, r => r.Handles(entry.Topic));
+            if (route is not null)
+            {
+                // Another link (IoT Hub D2C): when it is down its entries wait, in order, without holding up the broker's.
+                if (failedRoutes?.Contains(route) == true)
+                {
+                    continue;
+                }
+
+                try
+                {
+                    await route.PublishAsync(entry.Topic, entry.Payload, cancellationToken);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    Log.PublishFailed(_logger, entry.Topic, ex.Message);
+                    (failedRoutes ??= []).Add(route);
+                    continue;
+                }
+
+                _storeHost.Store.MarkDelivered(entry.Seq);
+                delivered++;
+                Delivered(entry.Seq);
+                continue;
+            }
+
             try
             {
                 await _broker.PublishAsync(entry.Topic, entry.Payload, entry.CorrelationData, retain: false, cancellationToken);
@@ -152,6 +182,19 @@ internal sealed class OutboxPublisher : BackgroundService
 
         return delivered;
     }
+}
+
+/// <summary>
+/// Publishes outbox entries whose topic it claims on a link other than the data-plane broker (e.g. IoT Hub D2C for
+/// jobs that came as C2D messages). Entries of one route are published in order; a failure leaves them for later.
+/// </summary>
+internal interface IOutboxRoute
+{
+    bool Handles(string topic);
+
+    /// <summary>Publishes one event and returns once the link acknowledged it (QoS 1).</summary>
+    /// <exception cref="IOException">The link is down or refused the message.</exception>
+    Task PublishAsync(string topic, byte[] payload, CancellationToken cancellationToken);
 }
 
 /// <summary>Log messages of the outbox feature (event ids 500-599).</summary>

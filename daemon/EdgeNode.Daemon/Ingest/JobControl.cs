@@ -1,0 +1,91 @@
+using EdgeNode.Daemon.Execution;
+using EdgeNode.Daemon.Health;
+using EdgeNode.Daemon.Hosting;
+using EdgeNode.Daemon.Queue;
+using EdgeNode.Shared.Jobs;
+
+namespace EdgeNode.Daemon.Ingest;
+
+/// <summary>What a cancel request did (the MQTT cancel topic and the IoT Hub <c>cancelJob</c> method share it).</summary>
+internal enum CancelOutcome
+{
+    /// <summary>The job was queued and now ends CANCELED.</summary>
+    RemovedFromQueue,
+
+    /// <summary>The job is running; it stops within one decode step and ends CANCELED.</summary>
+    StoppingRunning,
+
+    /// <summary>The job was running but is already finishing.</summary>
+    AlreadyFinishing,
+
+    /// <summary>The job already has its final outcome.</summary>
+    AlreadyFinal,
+
+    /// <summary>No job with that id is known.</summary>
+    Unknown,
+}
+
+/// <summary>
+/// Operator control of jobs shared by the management planes: cancel (DESIGN.md §3 cancel topic, IoT Hub
+/// <c>cancelJob</c>) and drain (new jobs are refused with <see cref="DrainingCode"/> while queued ones finish).
+/// </summary>
+internal sealed class JobControl(StoreHost storeHost, Executor executor, NodeMetrics metrics, NodeSignals signals)
+{
+    /// <summary>The error code new jobs get while the node drains.</summary>
+    public const string DrainingCode = "node_draining";
+
+    private volatile bool _draining;
+
+    /// <summary>True while new jobs are refused (IoT Hub <c>drain</c>; <c>resume</c> clears it).</summary>
+    public bool Draining
+    {
+        get => _draining;
+        set => _draining = value;
+    }
+
+    /// <summary>The stored record of a job, or null.</summary>
+    /// <exception cref="IOException">Store I/O error.</exception>
+    public JobRecord? Get(string jobId) => storeHost.Store.Get(jobId);
+
+    /// <summary>
+    /// Cancels a job: a queued one ends CANCELED at once (its outcome recorded and published like any other), a running
+    /// one is stopped within one decode step by the executor, a finished or unknown one is left as it is.
+    /// </summary>
+    /// <exception cref="IOException">Store I/O error.</exception>
+    public (CancelOutcome Outcome, string? Status) Cancel(string jobId)
+    {
+        (CancelOutcome, string?) result;
+        lock (metrics.Gate)
+        {
+            var record = storeHost.Store.Get(jobId);
+            if (record is { Status: JobStatuses.Queued })
+            {
+                var payload = JobEvents.Error(jobId, JobStatuses.Canceled, JobErrorCodes.Canceled, "the job was canceled before it ran");
+                storeHost.Store.Finish(jobId, JobStatuses.Canceled, payload);
+                metrics.Cancelled.Inc();
+                result = (CancelOutcome.RemovedFromQueue, JobStatuses.Canceled);
+            }
+            else if (record is { Status: JobStatuses.InProgress })
+            {
+                result = (executor.CancelRunning(jobId) ? CancelOutcome.StoppingRunning : CancelOutcome.AlreadyFinishing, record.Status);
+            }
+            else
+            {
+                result = record is null ? (CancelOutcome.Unknown, null) : (CancelOutcome.AlreadyFinal, record.Status);
+            }
+        }
+
+        signals.OutboxChanged.Set();
+        return result;
+    }
+
+    /// <summary>A short text for logs and responses.</summary>
+    public static string Describe(CancelOutcome outcome, string? status) => outcome switch
+    {
+        CancelOutcome.RemovedFromQueue => "removed from the queue",
+        CancelOutcome.StoppingRunning => "stopping the running job",
+        CancelOutcome.AlreadyFinishing => "already finishing",
+        CancelOutcome.AlreadyFinal => "already " + status,
+        _ => "unknown job",
+    };
+}
