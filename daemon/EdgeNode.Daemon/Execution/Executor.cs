@@ -78,18 +78,29 @@ internal sealed class Executor(
                 _loop.Beat();
                 JobRecord? job;
                 using var cancel = new CancellationTokenSource();
-                lock (metrics.Gate)
+                try
                 {
-                    // Under the gate a cancel request (IngestService) sees the job either queued or cancellable.
-                    job = store.TakeNext();
-                    if (job is not null)
+                    lock (metrics.Gate)
                     {
-                        _inFlight++;
-                        lock (_currentGate)
+                        // Under the gate a cancel request (IngestService) sees the job either queued or cancellable.
+                        job = store.TakeNext();
+                        if (job is not null)
                         {
-                            _current = (job.Id, cancel);
+                            _inFlight++;
+                            lock (_currentGate)
+                            {
+                                _current = (job.Id, cancel);
+                            }
                         }
                     }
+                }
+                catch (Exception ex) when (IsStorageFault(ex))
+                {
+                    // Disk full or I/O error: the store reopens itself when space returns; keep the node up and retry.
+                    Log.StoreUnavailable(logger, ex.Message);
+                    _loop.Idle();
+                    await signals.JobQueued.WaitAsync(TimeSpan.FromSeconds(1), time, stoppingToken);
+                    continue;
                 }
 
                 if (job is null)
@@ -116,11 +127,9 @@ internal sealed class Executor(
                     await stream.CompleteAsync(); // token events go out before the final event
                 }
 
-                lock (metrics.Gate)
+                if (!await RecordAsync(store, job, outcome, stoppingToken))
                 {
-                    store.Finish(job.Id, outcome.Status, outcome.Payload);
-                    metrics.CountFinal(outcome.Status, outcome.Code);
-                    _inFlight--;
+                    break; // stopping while the store is unavailable: the job stays IN_PROGRESS and is re-queued at start
                 }
 
                 // Logged once the outcome is committed: a crash before this line re-runs the job, after it never.
@@ -142,6 +151,41 @@ internal sealed class Executor(
             _loop.Idle();
         }
     }
+
+    /// <summary>
+    /// Records a job's outcome; while the store fails (disk full) it retries every second, holding the outcome
+    /// in memory, until the write succeeds or the node stops. Returns false when it gave up because of stopping.
+    /// </summary>
+    private async Task<bool> RecordAsync(JobStore store, JobRecord job, Outcome outcome, CancellationToken stoppingToken)
+    {
+        while (true)
+        {
+            try
+            {
+                lock (metrics.Gate)
+                {
+                    store.Finish(job.Id, outcome.Status, outcome.Payload);
+                    metrics.CountFinal(outcome.Status, outcome.Code);
+                    _inFlight--;
+                }
+
+                return true;
+            }
+            catch (Exception ex) when (IsStorageFault(ex))
+            {
+                Log.StoreUnavailable(logger, ex.Message);
+                if (stoppingToken.IsCancellationRequested)
+                {
+                    return false;
+                }
+
+                _loop.Idle();
+                await Task.Delay(TimeSpan.FromSeconds(1), time, CancellationToken.None);
+            }
+        }
+    }
+
+    internal static bool IsStorageFault(Exception ex) => ex is IOException or LiteDB.LiteException or UnauthorizedAccessException;
 
     private readonly record struct Outcome(string Status, string? Code, byte[] Payload, bool Ran);
 

@@ -22,4 +22,7 @@ internal static partial class Log
 
     [LoggerMessage(305, LogLevel.Warning, "A token event of job {JobId} could not be published: {Reason}")]
     public static partial void TokenPublishFailed(ILogger logger, string jobId, string reason);
+
+    [LoggerMessage(307, LogLevel.Warning, "The job store is unavailable ({Reason}); retrying")]
+    public static partial void StoreUnavailable(ILogger logger, string reason);
 }

@@ -259,13 +259,28 @@ internal sealed class IngestService(
         var parsed = payload.IsSingleSegment
             ? JobParser.Parse(payload.FirstSpan, _limits, NewId)
             : JobParser.Parse(payload.ToArray(), _limits, NewId);
+        // A Response Topic with wildcards is a client error (MQTT 5 §3.3.2.3.5): nothing can be published there, so the
+        // job is refused and the answer goes to the next reply topic of DESIGN.md §3 instead.
+        var responseTopic = m.ResponseTopic;
+        var badResponseTopic = !string.IsNullOrEmpty(responseTopic) && responseTopic.Any(c => c is '+' or '#' || char.IsControl(c));
+        if (badResponseTopic)
+        {
+            responseTopic = null;
+        }
+
         var replyTopic = message.Source is { } source ? source.ReplyTopic(parsed.Id)
-            : !string.IsNullOrEmpty(m.ResponseTopic) ? m.ResponseTopic
+            : !string.IsNullOrEmpty(responseTopic) ? responseTopic
             : parsed.ReplyTo ?? broker.Topics.DefaultReply(parsed.Id);
         var correlation = m.CorrelationData is { Length: > 0 } ? m.CorrelationData : null;
 
         var job = parsed.Job;
         var error = parsed.Error;
+        if (job is not null && badResponseTopic)
+        {
+            error = new JobError(JobErrorCodes.InvalidRequest, "the MQTT 5 response topic must be a topic name without '+', '#' or control characters");
+            job = null;
+        }
+
         if (job is not null)
         {
             var promptTokens = Gpt2Tokenizer.Shared.CountTokens(job.Prompt);

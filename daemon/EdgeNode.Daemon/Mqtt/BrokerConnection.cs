@@ -13,6 +13,38 @@ using Polly.Retry;
 
 namespace EdgeNode.Daemon.Mqtt;
 
+/// <summary>
+/// The broker answered a QoS 1 PUBLISH with a failure reason code (MQTT 5 §3.4.2.1). NotAuthorized, TopicNameInvalid
+/// and PayloadFormatInvalid are <see cref="Permanent"/>: publishing the same message again cannot succeed.
+/// </summary>
+internal sealed class PublishRefusedException : IOException
+{
+    public PublishRefusedException(string topic, MqttClientPublishReasonCode code, string? reason)
+        : base($"broker refused publish to {topic}: {code} {reason}")
+    {
+        Code = code;
+    }
+
+    public PublishRefusedException()
+    {
+    }
+
+    public PublishRefusedException(string message)
+        : base(message)
+    {
+    }
+
+    public PublishRefusedException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    public MqttClientPublishReasonCode Code { get; }
+
+    public bool Permanent => Code is MqttClientPublishReasonCode.NotAuthorized or MqttClientPublishReasonCode.TopicNameInvalid
+        or MqttClientPublishReasonCode.PayloadFormatInvalid;
+}
+
 /// <summary>A job message as received, not yet acknowledged (PUBACK is sent only after the commit, DESIGN.md §4.1).</summary>
 /// <param name="Args">MQTTnet's event args; <see cref="MqttApplicationMessageReceivedEventArgs.AcknowledgeAsync"/> sends the PUBACK.</param>
 /// <param name="ConnectionGeneration">Which connection delivered it: a PUBACK is only sent on that same connection
@@ -123,7 +155,7 @@ internal sealed class BrokerConnection : BackgroundService
         var result = await _client.PublishAsync(builder.Build(), cancellationToken);
         if (!result.IsSuccess && result.ReasonCode != MqttClientPublishReasonCode.NoMatchingSubscribers)
         {
-            throw new IOException($"broker refused publish to {topic}: {result.ReasonCode} {result.ReasonString}");
+            throw new PublishRefusedException(topic, result.ReasonCode, result.ReasonString);
         }
     }
 

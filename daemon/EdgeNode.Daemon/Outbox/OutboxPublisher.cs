@@ -78,6 +78,10 @@ internal sealed class OutboxPublisher : BackgroundService
         }
     }
 
+    /// <summary>A publish failure that no retry can fix (see <see cref="PublishRefusedException.Permanent"/>).</summary>
+    private static bool IsUndeliverable(Exception ex) =>
+        ex is PublishRefusedException { Permanent: true } or MQTTnet.Exceptions.MqttProtocolViolationException or ArgumentException;
+
     /// <summary>
     /// Completes once every outbox entry up to <paramref name="seq"/> has been published (used to send a job's
     /// <c>token</c> events only after its <c>accepted</c> event), or after <paramref name="timeout"/>.
@@ -164,13 +168,29 @@ internal sealed class OutboxPublisher : BackgroundService
             {
                 await _broker.PublishAsync(entry.Topic, entry.Payload, entry.CorrelationData, retain: false, cancellationToken);
             }
+            catch (Exception ex) when (IsUndeliverable(ex))
+            {
+                // The broker (or MQTT itself) will never take this message, e.g. a topic the node may not publish to:
+                // retrying would block every event behind it forever. It is dropped with an error; the outcome stays
+                // in the store for a resubmission of the same id.
+                Log.Undeliverable(_logger, entry.JobId, entry.Topic, ex.Message);
+            }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
                 Log.PublishFailed(_logger, entry.Topic, ex.Message);
                 return -1; // stop in order; the next signal or tick retries from this entry
             }
 
-            _storeHost.Store.MarkDelivered(entry.Seq);
+            try
+            {
+                _storeHost.Store.MarkDelivered(entry.Seq);
+            }
+            catch (Exception ex) when (ex is IOException or LiteDB.LiteException)
+            {
+                Log.PublishFailed(_logger, entry.Topic, "published, but the store could not mark it delivered (" + ex.Message + "); it may be published again");
+                return -1;
+            }
+
             delivered++;
             Delivered(entry.Seq);
         }
@@ -202,4 +222,7 @@ internal static partial class Log
 {
     [LoggerMessage(500, LogLevel.Warning, "Publishing to {Topic} failed: {Reason}; the event stays in the outbox")]
     public static partial void PublishFailed(ILogger logger, string topic, string reason);
+
+    [LoggerMessage(501, LogLevel.Error, "An event of job {JobId} can never be published to {Topic} ({Reason}); it is dropped so the events behind it flow")]
+    public static partial void Undeliverable(ILogger logger, string jobId, string topic, string reason);
 }

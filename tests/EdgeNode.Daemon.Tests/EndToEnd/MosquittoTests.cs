@@ -91,6 +91,35 @@ public sealed class MosquittoTests
         Assert.Contains("\"SUCCEEDED\"", ok, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// An event the broker will never take (a wildcard response topic; a topic an ACL denies) must not block the
+    /// events behind it in the outbox: found by a newcomer, where one such job stopped all delivery for good.
+    /// </summary>
+    [Fact]
+    public async Task UndeliverableReplyTopics_DoNotBlockTheEventsBehindThem()
+    {
+        using var acl = new TempDirectory();
+        var aclFile = Path.Combine(acl.Path, "acl");
+        await File.WriteAllTextAsync(aclFile, "pattern readwrite edgenode/#\npattern readwrite devices/#\ntopic read deny/#\n");
+        await using var broker = await Mosquitto.StartAsync("acl_file " + aclFile);
+        await using var daemon = await DaemonHarness.StartAsync(externalBrokerPort: broker.Port);
+        await using var sub = await SubscribeAsync(broker.Port, "mqttv5", "edgenode/results/#", "%t %p");
+        await using var replies = await SubscribeAsync(broker.Port, "mqttv5", "devices/ok", "%p");
+
+        // A wildcard response topic is refused at ingest; its error goes to the default reply topic.
+        await PublishAsync(broker.Port, "mqttv5", "edgenode/jobs", """{"id":"wild","prompt":"x","max_new_tokens":2}""",
+            "-D", "publish", "response-topic", "r/+");
+        var wild = await sub.WaitForLineAsync(l => l.StartsWith("edgenode/results/wild ", StringComparison.Ordinal), Timeout);
+        Assert.Contains("invalid_request", wild, StringComparison.Ordinal);
+
+        // A reply_to the ACL forbids: the broker refuses the publish; the job after it is still answered.
+        await PublishAsync(broker.Port, "mqttv5", "edgenode/jobs", """{"id":"denied","prompt":"x","max_new_tokens":2,"reply_to":"deny/x"}""");
+        await PublishAsync(broker.Port, "mqttv5", "edgenode/jobs", """{"id":"after","prompt":"x","max_new_tokens":2,"reply_to":"devices/ok"}""");
+        var after = await replies.WaitForLineAsync(l => l.Contains("\"type\":\"result\"", StringComparison.Ordinal), Timeout);
+        Assert.Contains("\"after\"", after, StringComparison.Ordinal);
+        Assert.Equal("SUCCEEDED", daemon.Store.Get("denied")!.Status);
+    }
+
     private static Task<ProcessRunner> SubscribeAsync(int port, string version, string topic, string format) =>
         MosquittoClients.SubscribeAsync(port, ["-V", version, "-q", "1", "-t", topic, "-F", format], Timeout);
 
