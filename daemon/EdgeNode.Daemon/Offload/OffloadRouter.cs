@@ -17,11 +17,16 @@ internal sealed class OffloadRouter : IDisposable
     private readonly OffloadPolicy _policy;
     private readonly HttpClient? _http;
     private readonly NodeMetrics _metrics;
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _breakDuration;
+    private long? _openSince;
 
     public OffloadRouter(IOptions<OffloadOptions> options, IOptions<NodeOptions> node, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers)
     {
         var o = options.Value;
         _metrics = metrics;
+        _time = time;
+        _breakDuration = o.BreakDuration;
         Estimator = new QueueEstimator(time, o.ArrivalWindow);
         _policy = new OffloadPolicy(new OffloadPolicyOptions
         {
@@ -88,7 +93,45 @@ internal sealed class OffloadRouter : IDisposable
     {
         var q = Estimator.Snapshot();
         double? own = q.TokensPerSecond > 0 ? maxNewTokens / q.TokensPerSecond : null;
-        return _policy.Decide(new OffloadInputs(q, jobsAhead, own, deadlineMs / 1000.0, localQueueFull, Client?.IsAvailable ?? false));
+        var available = RelayAvailable(out var probe);
+        var decision = _policy.Decide(new OffloadInputs(q, jobsAhead, own, deadlineMs / 1000.0, localQueueFull, available));
+        if (probe && decision.Route == OffloadRoute.Relay)
+        {
+            _openSince = _time.GetTimestamp(); // this job is the probe; the next one waits another break
+        }
+
+        return decision;
+    }
+
+    /// <summary>
+    /// Whether a job may go to the relay now: no Retry-After pause and the circuit not open. Polly moves an open
+    /// circuit to half-open only when a request is attempted after the break, so once per
+    /// <c>Offload:BreakDuration</c> of an open circuit one job is let through as the probe (<paramref name="probe"/>);
+    /// if the relay is still down the circuit rejects it at once and the job runs locally.
+    /// </summary>
+    private bool RelayAvailable(out bool probe)
+    {
+        probe = false;
+        if (Client is null || Client.PausedUntil is not null)
+        {
+            return false;
+        }
+
+        if (Client.CircuitState != RelayCircuitState.Open)
+        {
+            _openSince = null;
+            return true;
+        }
+
+        var now = _time.GetTimestamp();
+        _openSince ??= now;
+        if (_time.GetElapsedTime(_openSince.Value, now) >= _breakDuration)
+        {
+            probe = true;
+            return true;
+        }
+
+        return false;
     }
 
     /// <summary>Circuit state for status: "disabled", "closed", "half_open", "open".</summary>
