@@ -64,6 +64,7 @@ for arch in "${arches[@]}"; do
     install -m 0644 "$root/packaging/systemd/edgenode.service" "$stage/lib/systemd/system/"
     if [ -f "$relay_project" ]; then
         publish "$relay_project" "$rid" "$lib/relay"
+        rm -f "$lib/edgenode-relay" # the daemon references the relay (for `edgenode demo`): its publish has a copy of the apphost
         ln -s relay/edgenode-relay "$lib/edgenode-relay"
         install -m 0644 "$root/packaging/systemd/edgenode-relay.service" "$stage/lib/systemd/system/"
     fi

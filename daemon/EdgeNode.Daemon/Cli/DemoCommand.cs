@@ -14,7 +14,9 @@ namespace EdgeNode.Daemon.Cli;
 /// <summary>
 /// <c>edgenode demo</c>: the main job end to end in one process. Starts the embedded broker and the node
 /// on a free loopback port with a temporary state directory, submits a handful of jobs over MQTT
-/// (including an invalid one), prints each outcome and exits 0 when every job ended as expected.
+/// (including an invalid one), prints each outcome and exits 0 when every job ended as expected. A local
+/// cloud relay (<c>edgenode-relay</c>, in-process on a free loopback port) is started too, and a final burst of
+/// jobs shows queue-aware offload (DESIGN.md §5): while the local queue is full, jobs run on the relay.
 /// </summary>
 internal static class DemoCommand
 {
@@ -27,6 +29,8 @@ internal static class DemoCommand
         ("invalid: prompt is a number", """{"id":"demo-bad","prompt":42}""", "REJECTED"),
     ];
 
+    private const int BurstSize = 8;
+
     public static Command Create()
     {
         var command = new Command("demo", "Start the embedded broker and the node in one process, submit a few jobs and print their results.");
@@ -38,6 +42,19 @@ internal static class DemoCommand
     {
         var stateDirectory = Path.Combine(Path.GetTempPath(), "edgenode-demo-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
         var port = FreeLoopbackPort();
+        var deviceKey = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
+        await output.WriteLineAsync("Starting a local cloud relay (edgenode-relay) in-process...");
+        await using var relay = CloudRelay.Hosting.RelayApp.Build([], new Dictionary<string, string?>
+        {
+            ["Relay:Url"] = "http://127.0.0.1:0",
+            ["Relay:StateDirectory"] = Path.Combine(stateDirectory, "relay"),
+            ["Relay:Devices:demo-node:Key"] = Convert.ToBase64String(deviceKey),
+            ["Relay:Embedded:IntraOpThreads"] = "1",
+            ["Logging:LogLevel:Default"] = "Warning",
+        });
+        await relay.StartAsync(cancellationToken);
+        var relayUrl = relay.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First();
         var overrides = new Dictionary<string, string?>
         {
             ["Node:Id"] = "demo-node",
@@ -46,6 +63,10 @@ internal static class DemoCommand
             ["Mqtt:Embedded:Port"] = port.ToString(CultureInfo.InvariantCulture),
             ["Admin:Url"] = "",
             ["Logging:LogLevel:Default"] = "Warning",
+            ["Offload:RelayUrl"] = relayUrl,
+            ["Offload:DeviceKey"] = Convert.ToBase64String(deviceKey),
+            // A short local queue, so that the burst below overflows it and the overflow goes to the relay.
+            ["Queue:MaxJobs"] = "2",
         };
         try
         {
@@ -70,9 +91,30 @@ internal static class DemoCommand
                     failures += final.Status == expected ? 0 : 1;
                     await output.WriteLineAsync(Describe(label, payload, events));
                 }
+
+                await output.WriteLineAsync();
+                await output.WriteLineAsync($"Burst: {BurstSize} jobs at once; the local queue holds 2, so the overflow is offloaded to the relay at {relayUrl}.");
+                var burst = await Task.WhenAll(Enumerable.Range(1, BurstSize).Select(i => client.RunAsync(
+                    Encoding.UTF8.GetBytes($$"""{"id":"burst-{{i}}","prompt":"Reading {{i}} from the sensor is","max_new_tokens":16,"seed":{{i}}}"""),
+                    TimeSpan.FromSeconds(120), cancellationToken: cancellationToken)));
+                var onRelay = 0;
+                foreach (var events in burst)
+                {
+                    using var final = JsonDocument.Parse(events[^1].Json);
+                    var root = final.RootElement;
+                    var status = root.GetProperty("status").GetString();
+                    var route = Route(events);
+                    var ranOn = root.TryGetProperty("executed_on", out var e) ? e.GetString() : "-";
+                    onRelay += ranOn == "relay" ? 1 : 0;
+                    failures += status == "SUCCEEDED" ? 0 : 1;
+                    await output.WriteLineAsync($"[burst] job {root.GetProperty("id").GetString()}: {status}, routed {route ?? "-"}, ran on {ranOn}");
+                }
+
+                await output.WriteLineAsync($"{onRelay} of {BurstSize} burst jobs ran on the relay, {BurstSize - onRelay} locally.");
             }
 
             await host.StopAsync(cancellationToken);
+            await relay.StopAsync(cancellationToken);
             await output.WriteLineAsync();
             await output.WriteLineAsync(failures == 0 ? "Demo finished: every job ended as expected." : $"Demo finished with {failures} unexpected outcome(s).");
             return failures == 0 ? 0 : 1;
@@ -108,6 +150,18 @@ internal static class DemoCommand
         }
 
         return sb.ToString();
+    }
+
+    /// <summary>The <c>route</c> of a job's <c>accepted</c> event (local or relay), or null when it was refused.</summary>
+    private static string? Route(IReadOnlyList<JobEvent> events)
+    {
+        foreach (var accepted in events.Where(e => e.Type == "accepted"))
+        {
+            using var doc = JsonDocument.Parse(accepted.Json);
+            return doc.RootElement.GetProperty("route").GetString();
+        }
+
+        return null;
     }
 
     private static int FreeLoopbackPort()

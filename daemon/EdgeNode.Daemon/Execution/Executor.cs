@@ -31,6 +31,7 @@ internal sealed class Executor(
     TimeProvider time,
     LoopHeartbeat heartbeat,
     TestHooks testHooks,
+    Offload.OffloadRouter offload,
     ILogger<Executor> logger) : BackgroundService
 {
     private readonly string _nodeId = nodeOptions.Value.Id;
@@ -238,6 +239,8 @@ internal sealed class Executor(
 
         var result = outcome.Result!;
         metrics.TokensGenerated.Inc(result.GeneratedTokens.Count);
+        // μ (DESIGN.md §5): the measured service time of each job run to completion, prefill + decode.
+        offload.Estimator.Service.Record(TimeSpan.FromMilliseconds(result.PrefillMs + result.DecodeMs), result.GeneratedTokens.Count);
         metrics.TimeToFirstToken.Observe((queueMs + result.PrefillMs) / 1000.0); // prefill yields the first token
         var totalMs = (time.GetUtcNow() - job.AcceptedAt).TotalMilliseconds;
         var finishReason = result.FinishReason.ToString().ToLowerInvariant();

@@ -7,7 +7,7 @@ namespace EdgeNode.Daemon.Health;
 /// The node's Prometheus metrics (text exposition format 0.0.4, served on <c>/metrics</c>), in a registry of
 /// its own per host. Job counters are changed under <see cref="Gate"/> together with the store transition
 /// they count, and a scrape reads the store under the same gate, so that at every scrape
-/// <c>queue depth + in flight = accepted + recovered − (succeeded + failed + expired + cancelled)</c>
+/// <c>queue depth + in flight + offloaded = accepted + recovered − (succeeded + failed + expired + cancelled)</c>
 /// (../shared/cases/operations.md 1). Rejected payloads never enter the queue and are counted apart.
 /// </summary>
 internal sealed class NodeMetrics
@@ -33,6 +33,15 @@ internal sealed class NodeMetrics
         BrokerConnected = f.CreateGauge("edgenode_broker_connected", "1 while the MQTT broker link is up.");
         BrokerReconnects = f.CreateCounter("edgenode_broker_reconnects_total", "Successful MQTT connects after the first one.");
         StoreErrors = f.CreateCounter("edgenode_store_errors_total", "Store failures, by kind (commit, quarantined).", new CounterConfiguration { LabelNames = ["kind"] });
+        Offloaded = f.CreateGauge("edgenode_jobs_offloaded", "Jobs held by the cloud relay now (OFFLOADED): on the depth side of the invariant.");
+        RoutedToRelay = f.CreateCounter("edgenode_jobs_routed_relay_total", "Accepted jobs routed to the cloud relay at ingest, by reason (overloaded, deadline, queue_full).", new CounterConfiguration { LabelNames = ["reason"] });
+        RelayErrors = f.CreateCounter("edgenode_relay_errors_total", "Relay submissions that did not return an outcome, by kind (throttled, unavailable, failed).", new CounterConfiguration { LabelNames = ["kind"] });
+        RelayReturned = f.CreateCounter("edgenode_jobs_relay_returned_total", "Offloaded jobs put back in the local queue after a relay failure.");
+        ArrivalRate = f.CreateGauge("edgenode_arrival_rate", "λ: accepted jobs per second over the arrival window (local and offloaded).");
+        ServiceRate = f.CreateGauge("edgenode_service_rate", "μ: jobs per second the local executor completes (0 = unknown).");
+        Utilization = f.CreateGauge("edgenode_utilization", "ρ = λ/μ (+Inf while μ is unknown and jobs arrive).");
+        PredictedWait = f.CreateGauge("edgenode_predicted_time_in_system_seconds", "M/M/1 W = 1/(μ−λ), seconds (+Inf when ρ ≥ 1).");
+        RelayCircuit = f.CreateGauge("edgenode_relay_circuit_state", "Relay circuit breaker: 0 closed, 1 half-open, 2 open; -1 offload disabled.");
         StoreQuarantined = f.CreateGauge("edgenode_store_quarantined", "1 when the job database was found corrupt at start and moved aside.");
     }
 
@@ -76,6 +85,27 @@ internal sealed class NodeMetrics
 
     public Gauge StoreQuarantined { get; }
 
+    public Gauge Offloaded { get; }
+
+    public Counter RoutedToRelay { get; }
+
+    public Counter RelayErrors { get; }
+
+    public Counter RelayReturned { get; }
+
+    public Gauge ArrivalRate { get; }
+
+    public Gauge ServiceRate { get; }
+
+    public Gauge Utilization { get; }
+
+    public Gauge PredictedWait { get; }
+
+    public Gauge RelayCircuit { get; }
+
+    /// <summary>Called under <see cref="Gate"/> before each scrape to set the offload gauges (set by the offload router).</summary>
+    public Action? BeforeScrape { get; set; }
+
     /// <summary>Writes every metric in the Prometheus text format, with the queue gauges read under <see cref="Gate"/>.</summary>
     public async Task WriteAsync(Stream output, NodeState state, CancellationToken cancellationToken)
     {
@@ -90,6 +120,7 @@ internal sealed class NodeMetrics
             }
 
             BrokerConnected.Set(state.BrokerConnected ? 1 : 0);
+            BeforeScrape?.Invoke();
 
             // Collect while holding the gate so the counters and the gauges are one snapshot.
             Registry.CollectAndExportAsTextAsync(buffer, cancellationToken).GetAwaiter().GetResult();

@@ -72,6 +72,10 @@ internal static class EdgeNodeHost
             .Validate(o => string.IsNullOrWhiteSpace(o.Url) || Uri.TryCreate(o.Url, UriKind.Absolute, out _), "Admin:Url must be an absolute URL such as http://127.0.0.1:9600.")
             .ValidateOnStart();
 
+        services.AddOptions<OffloadOptions>().BindConfiguration(OffloadOptions.Section).ValidateDataAnnotations()
+            .Validate(o => o.Validate() is null, "Offload options are invalid: check Offload:RelayUrl, Offload:DeviceKey (Base64), and RhoExitThreshold <= RhoThreshold.")
+            .ValidateOnStart();
+
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<NodeState>();
         services.AddSingleton<NodeSignals>();
@@ -96,6 +100,9 @@ internal static class EdgeNodeHost
         services.AddSingleton<OutboxPublisher>();
         services.AddHostedService(sp => sp.GetRequiredService<OutboxPublisher>());
         services.AddHostedService<StoreMaintenance>();
+        services.AddSingleton<Offload.OffloadRouter>();
+        services.AddSingleton<Offload.OffloadWorker>();
+        services.AddHostedService(sp => sp.GetRequiredService<Offload.OffloadWorker>());
         services.AddSingleton<Executor>();
         services.AddHostedService(sp => sp.GetRequiredService<Executor>());
         services.AddSingleton<JobControl>();

@@ -33,8 +33,13 @@ internal sealed class IngestService(
     LoopHeartbeat heartbeat,
     JobControl jobControl,
     IEnumerable<IInboundJobSource> extraSources,
+    Offload.OffloadRouter router,
+    Offload.OffloadWorker offloadWorker,
     ILogger<IngestService> logger) : BackgroundService
 {
+    // Per batch item: the reason label when routed to the relay, else null.
+    private readonly List<string?> _relayReasons = [];
+
     // Liveness for the systemd watchdog: idle while waiting for messages, a beat per message handled.
     private readonly LoopMonitor _loop = heartbeat.Register("ingest");
 
@@ -94,6 +99,12 @@ internal sealed class IngestService(
                             if (decisions[i].Kind == IngestDecisionKind.Accepted)
                             {
                                 metrics.Accepted.Inc();
+                                router.Estimator.Arrivals.Record(); // λ counts every accepted job, offloaded ones too
+                                if (items[i].Offload)
+                                {
+                                    metrics.RoutedToRelay.WithLabels(_relayReasons[i] ?? "overloaded").Inc();
+                                    offloadWorker.JobOffloaded.Set();
+                                }
                             }
                             else if (decisions[i].Kind == IngestDecisionKind.Rejected)
                             {
@@ -204,6 +215,8 @@ internal sealed class IngestService(
         var queuedJobs = store.CountQueued();
         var queuedBytes = store.QueuedBytes;
         var limits = queueOptions.Value;
+        var inService = router.Enabled ? metrics.DepthSource?.Invoke().InFlight ?? 0 : 0;
+        _relayReasons.Clear();
         foreach (var message in batch)
         {
             var (item, code) = Prepare(message);
@@ -217,9 +230,31 @@ internal sealed class IngestService(
                 };
             }
 
+            string? relayReason = null;
             if (item.Job is { } job && code is null)
             {
                 var bytes = JobBytes(job);
+                if (router.Enabled)
+                {
+                    // DESIGN.md §5: local, relay, or queue_full (the policy returns Local only when the queue has room).
+                    var full = queuedJobs + 1 > limits.MaxJobs || queuedBytes + bytes > limits.MaxBytes;
+                    var decision = router.Decide(queuedJobs + inService, job.MaxNewTokens, job.DeadlineMs, full);
+                    if (decision.Route == EdgeNode.Shared.Offload.OffloadRoute.Relay)
+                    {
+                        relayReason = decision.Reason switch
+                        {
+                            EdgeNode.Shared.Offload.OffloadReason.Deadline => "deadline",
+                            EdgeNode.Shared.Offload.OffloadReason.QueueFull => "queue_full",
+                            _ => "overloaded",
+                        };
+                        item = item with { Offload = true, EventPayload = JobEvents.Accepted(job.Id, "relay", _nodeId) };
+                        items.Add(item);
+                        codes.Add(null);
+                        _relayReasons.Add(relayReason);
+                        continue;
+                    }
+                }
+
                 if ((queuedJobs + 1 > limits.MaxJobs || queuedBytes + bytes > limits.MaxBytes) && store.Get(job.Id) is null)
                 {
                     var reason = queuedJobs + 1 > limits.MaxJobs
@@ -237,6 +272,7 @@ internal sealed class IngestService(
 
             items.Add(item);
             codes.Add(code);
+            _relayReasons.Add(relayReason);
         }
     }
 

@@ -20,13 +20,15 @@ internal sealed class StatusPublisher : BackgroundService
     private readonly BrokerConnection _broker;
     private readonly NodeState _state;
     private readonly NodeMetrics _metrics;
+    private readonly Offload.OffloadRouter _router;
     private readonly NodeOptions _node;
     private readonly TimeProvider _time;
     private readonly ILogger<StatusPublisher> _logger;
     private readonly Signal _linkUp = new();
 
-    public StatusPublisher(BrokerConnection broker, NodeState state, NodeMetrics metrics, IOptions<NodeOptions> node, TimeProvider time, ILogger<StatusPublisher> logger)
+    public StatusPublisher(BrokerConnection broker, NodeState state, NodeMetrics metrics, IOptions<NodeOptions> node, TimeProvider time, ILogger<StatusPublisher> logger, Offload.OffloadRouter router)
     {
+        _router = router;
         _broker = broker;
         _state = state;
         _metrics = metrics;
@@ -71,6 +73,7 @@ internal sealed class StatusPublisher : BackgroundService
                 ["expired"] = _metrics.Expired.Value,
                 ["cancelled"] = _metrics.Cancelled.Value,
             },
+            ["offload"] = OffloadStatus(),
             ["store_quarantined_to"] = _state.StoreQuarantinedTo,
             ["timestamp"] = _time.GetUtcNow().ToString("O", System.Globalization.CultureInfo.InvariantCulture),
         };
@@ -113,6 +116,27 @@ internal sealed class StatusPublisher : BackgroundService
         {
             Log.StatusPublishFailed(_logger, ex.Message);
         }
+    }
+
+    /// <summary>λ, μ (jobs/s), ρ, predicted W (s; null when infinite or unknown), routed and error totals, circuit state.</summary>
+    private Dictionary<string, object?> OffloadStatus()
+    {
+        var q = _router.Estimator.Snapshot();
+        static double? Finite(double v) => double.IsFinite(v) ? Math.Round(v, 4) : null;
+        return new Dictionary<string, object?>
+        {
+            ["enabled"] = _router.Enabled,
+            ["circuit"] = _router.CircuitName,
+            ["arrival_rate"] = Finite(q.ArrivalRate),
+            ["service_rate"] = Finite(q.ServiceRate),
+            ["utilization"] = Finite(q.Utilization),
+            ["predicted_time_in_system_s"] = Finite(q.PredictedTimeInSystem),
+            ["tokens_per_second"] = Finite(q.TokensPerSecond),
+            ["offloaded"] = _router.OffloadedCount?.Invoke() ?? 0,
+            ["routed_relay"] = Sum(_metrics.RoutedToRelay),
+            ["returned_local"] = _metrics.RelayReturned.Value,
+            ["relay_errors"] = Sum(_metrics.RelayErrors),
+        };
     }
 
     private static double Sum(Counter counter) =>

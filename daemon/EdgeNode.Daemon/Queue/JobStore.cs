@@ -22,6 +22,8 @@ namespace EdgeNode.Daemon.Queue;
 /// reads one index node instead of scanning jobs.</item>
 /// <item><c>running</c>: one entry per IN_PROGRESS job (<c>_id</c> = job id, with its queue key), so
 /// <see cref="RequeueInterrupted"/> never scans <c>jobs</c>.</item>
+/// <item><c>offloaded</c>: one entry per OFFLOADED job (<c>_id</c> = job id, with its queue key and size), so a
+/// restart finds the jobs the relay holds and re-sends them, and <see cref="ReturnToQueue"/> puts one back at its place.</item>
 /// <item><c>outbox</c>: events to publish, <c>_id</c> = outbox seq (FIFO); delivered entries are deleted, a final event
 /// stays in its job document for re-publishing byte-identically.</item>
 /// <item><c>meta</c>: schema version and the next job and outbox sequence numbers, updated in the same transaction
@@ -65,6 +67,7 @@ internal sealed class JobStore : IDisposable
     private const string JobsCollection = "jobs";
     private const string QueueCollection = "queue";
     private const string RunningCollection = "running";
+    private const string OffloadedCollection = "offloaded";
     private const string OutboxCollection = "outbox";
     private const string MetaCollection = "meta";
     private const string MetaId = "state";
@@ -86,6 +89,7 @@ internal sealed class JobStore : IDisposable
     private long _queuedBytes;
     private int _outboxCount;
     private int _runningCount;
+    private int _offloadedCount;
     private bool _disposed;
 
     private readonly Func<Stream, Stream>? _logDecorator;
@@ -224,6 +228,7 @@ internal sealed class JobStore : IDisposable
             var addedJobs = 0;
             var addedBytes = 0L;
             var addedOutbox = 0;
+            var addedOffloaded = 0;
             var acceptedAt = _time.GetUtcNow();
 
             InTransaction(db =>
@@ -256,11 +261,23 @@ internal sealed class JobStore : IDisposable
                     }
 
                     var size = RequestBytes(job);
-                    jobs.Insert(JobDocument(job, seq, item, acceptedAt));
-                    queue.Insert(QueueDocument(QueueKey(job.Priority, seq), job.Id, size));
+                    var document = JobDocument(job, seq, item, acceptedAt);
+                    if (item.Offload)
+                    {
+                        document["status"] = JobStatuses.Offloaded;
+                        jobs.Insert(document);
+                        db.GetCollection(OffloadedCollection).Insert(RunningDocument(job.Id, QueueKey(job.Priority, seq), size));
+                        addedOffloaded++;
+                    }
+                    else
+                    {
+                        jobs.Insert(document);
+                        queue.Insert(QueueDocument(QueueKey(job.Priority, seq), job.Id, size));
+                        addedJobs++;
+                        addedBytes += size;
+                    }
+
                     outbox.Insert(OutboxDocument(nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload));
-                    addedJobs++;
-                    addedBytes += size;
                     addedOutbox++;
                     decisions[i] = new IngestDecision(IngestDecisionKind.Accepted, item.JobId, null);
                 }
@@ -280,6 +297,7 @@ internal sealed class JobStore : IDisposable
             _queuedCount += addedJobs;
             _queuedBytes += addedBytes;
             _outboxCount += addedOutbox;
+            _offloadedCount += addedOffloaded;
             return decisions;
         }
     }
@@ -368,6 +386,7 @@ internal sealed class JobStore : IDisposable
             var recorded = false;
             var leftQueueBytes = -1L;
             var leftRunning = false;
+            var leftOffloaded = false;
             var nextOutboxSeq = _nextOutboxSeq;
             var finishedAt = _time.GetUtcNow();
 
@@ -393,6 +412,7 @@ internal sealed class JobStore : IDisposable
                 }
 
                 leftRunning = db.GetCollection(RunningCollection).Delete(jobId);
+                leftOffloaded = db.GetCollection(OffloadedCollection).Delete(jobId);
                 doc["status"] = finalStatus;
                 doc["final_event"] = finalEvent;
                 doc["finished_at"] = finishedAt.UtcTicks;
@@ -412,6 +432,11 @@ internal sealed class JobStore : IDisposable
                 if (leftRunning)
                 {
                     _runningCount--;
+                }
+
+                if (leftOffloaded)
+                {
+                    _offloadedCount--;
                 }
 
                 if (leftQueueBytes >= 0)
@@ -516,6 +541,91 @@ internal sealed class JobStore : IDisposable
             }
 
             return requeued;
+        }
+    }
+
+    /// <summary>
+    /// The jobs stored OFFLOADED (held by the cloud relay, or about to be sent), in queue order: after a restart
+    /// these are re-sent with the same id (the relay is idempotent by id, DESIGN.md §6).
+    /// </summary>
+    /// <exception cref="IOException">I/O error.</exception>
+    public IReadOnlyList<JobRecord> ListOffloaded()
+    {
+        lock (_gate)
+        {
+            return Read(db =>
+            {
+                var jobs = db.GetCollection(JobsCollection);
+                return db.GetCollection(OffloadedCollection).FindAll()
+                    .OrderBy(e => e["key"].AsInt64)
+                    .Select(e => jobs.FindById(e["_id"].AsString))
+                    .Where(d => d is not null && d["status"].AsString == JobStatuses.Offloaded)
+                    .Select(d => ToRecord(d!))
+                    .ToList();
+            });
+        }
+    }
+
+    /// <summary>
+    /// Puts an OFFLOADED job back in the local queue at its original place (same priority and acceptance order),
+    /// status QUEUED, in one fsynced transaction: the relay failed, timed out or refused it (DESIGN.md §5).
+    /// </summary>
+    /// <returns>True when the job moved; false when it is not OFFLOADED (already finished, or unknown).</returns>
+    /// <exception cref="IOException">I/O error: the job stays OFFLOADED.</exception>
+    public bool ReturnToQueue(string jobId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(jobId);
+        lock (_gate)
+        {
+            var size = -1;
+            InTransaction(db =>
+            {
+                var offloaded = db.GetCollection(OffloadedCollection);
+                var jobs = db.GetCollection(JobsCollection);
+                if (offloaded.FindById(jobId) is not { } entry)
+                {
+                    return false;
+                }
+
+                offloaded.Delete(jobId);
+                var doc = jobs.FindById(jobId);
+                if (doc is null || doc["status"].AsString != JobStatuses.Offloaded)
+                {
+                    size = -2; // a stale entry: removed, nothing queued
+                    return true;
+                }
+
+                doc["status"] = JobStatuses.Queued;
+                jobs.Update(doc);
+                db.GetCollection(QueueCollection).Upsert(QueueDocument(entry["key"].AsInt64, jobId, entry["size"].AsInt32));
+                size = entry["size"].AsInt32;
+                return true;
+            });
+
+            if (size == -1)
+            {
+                return false;
+            }
+
+            _offloadedCount--;
+            if (size < 0)
+            {
+                return false;
+            }
+
+            _queuedCount++;
+            _queuedBytes += size;
+            return true;
+        }
+    }
+
+    /// <summary>How many jobs are OFFLOADED (counted on the depth side of the metrics invariant).</summary>
+    public int CountOffloaded()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _offloadedCount;
         }
     }
 
@@ -839,6 +949,13 @@ internal sealed class JobStore : IDisposable
             running++;
         }
 
+        var offloaded = 0;
+        foreach (var entry in db.GetCollection(OffloadedCollection).FindAll())
+        {
+            _ = jobs.FindById(entry["_id"].AsString) ?? throw new UnreadableStoreException("An offloaded job document is missing.");
+            offloaded++;
+        }
+
         var outbox = 0;
         foreach (var entry in db.GetCollection(OutboxCollection).FindAll())
         {
@@ -849,6 +966,7 @@ internal sealed class JobStore : IDisposable
         _queuedCount = queued;
         _queuedBytes = bytes;
         _runningCount = running;
+        _offloadedCount = offloaded;
         _outboxCount = outbox;
     }
 

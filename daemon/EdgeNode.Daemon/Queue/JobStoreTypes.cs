@@ -11,18 +11,21 @@ namespace EdgeNode.Daemon.Queue;
 /// <param name="CorrelationData">The MQTT 5 Correlation Data to echo, or null.</param>
 /// <param name="EventPayload">The <c>accepted</c> event when <paramref name="Job"/> is set, else the <c>error</c> event.</param>
 /// <param name="ReceivedAt">When the message arrived (UTC).</param>
+/// <param name="Offload">True when the job is routed to the cloud relay: it is stored OFFLOADED (not QUEUED) in the
+/// same transaction, before any HTTP call (DESIGN.md §5).</param>
 internal sealed record IngestItem(
     JobRequest? Job,
     string JobId,
     string ReplyTopic,
     byte[]? CorrelationData,
     byte[] EventPayload,
-    DateTimeOffset ReceivedAt);
+    DateTimeOffset ReceivedAt,
+    bool Offload = false);
 
 /// <summary>What <see cref="JobStore.CommitBatch"/> did with one <see cref="IngestItem"/>.</summary>
 internal enum IngestDecisionKind
 {
-    /// <summary>A new job: stored QUEUED, its <c>accepted</c> event put in the outbox.</summary>
+    /// <summary>A new job: stored QUEUED (OFFLOADED when <see cref="IngestItem.Offload"/>), its <c>accepted</c> event put in the outbox.</summary>
     Accepted,
 
     /// <summary>The id was already known (stored earlier or earlier in the same batch): nothing was written.</summary>

@@ -29,7 +29,7 @@ internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, Nod
             StoreLog.Requeued(logger, requeued);
         }
 
-        metrics.Recovered.Inc(_store.CountQueued());
+        metrics.Recovered.Inc(_store.CountQueued() + _store.CountOffloaded()); // OFFLOADED jobs resume on the relay
         if (_store.QuarantinedTo is { } quarantined)
         {
             state.StoreQuarantinedTo = quarantined;

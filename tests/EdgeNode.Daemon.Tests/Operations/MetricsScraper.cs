@@ -19,7 +19,13 @@ internal sealed class MetricsScraper(Uri adminUrl) : IDisposable
             }
 
             var space = line.LastIndexOf(' ');
-            samples[line[..space]] = double.Parse(line[(space + 1)..], CultureInfo.InvariantCulture);
+            var value = line[(space + 1)..];
+            samples[line[..space]] = value switch
+            {
+                "+Inf" => double.PositiveInfinity, // Prometheus text format 0.0.4 spells infinities +Inf / -Inf
+                "-Inf" => double.NegativeInfinity,
+                _ => double.Parse(value, CultureInfo.InvariantCulture),
+            };
         }
 
         return samples;

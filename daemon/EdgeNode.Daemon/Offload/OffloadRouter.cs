@@ -1,0 +1,147 @@
+using EdgeNode.Daemon.Health;
+using EdgeNode.Daemon.Options;
+using EdgeNode.Shared.Offload;
+using EdgeNode.Shared.Queueing;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace EdgeNode.Daemon.Offload;
+
+/// <summary>
+/// The node's offload state (DESIGN.md §5): the λ/μ estimator, the <see cref="OffloadPolicy"/> with its hysteresis,
+/// and the <see cref="RelayClient"/> (null when offload is disabled). Ingest asks <see cref="Decide"/> under the
+/// metrics gate; the executor feeds μ through <see cref="Estimator"/>; the <see cref="OffloadWorker"/> sends.
+/// </summary>
+internal sealed class OffloadRouter : IDisposable
+{
+    private readonly OffloadPolicy _policy;
+    private readonly HttpClient? _http;
+    private readonly NodeMetrics _metrics;
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _breakDuration;
+    private long? _openSince;
+
+    public OffloadRouter(IOptions<OffloadOptions> options, IOptions<NodeOptions> node, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers)
+    {
+        var o = options.Value;
+        _metrics = metrics;
+        _time = time;
+        _breakDuration = o.BreakDuration;
+        Estimator = new QueueEstimator(time, o.ArrivalWindow);
+        _policy = new OffloadPolicy(new OffloadPolicyOptions
+        {
+            EnterThreshold = o.RhoThreshold,
+            ExitThreshold = o.RhoExitThreshold,
+            LocalBacklogJobs = o.LocalBacklogJobs,
+        });
+        if (o.IsEnabled)
+        {
+            _http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
+            Client = new RelayClient(_http, new RelayClientOptions
+            {
+                RelayUrl = new Uri(o.RelayUrl!),
+                DeviceId = string.IsNullOrWhiteSpace(o.DeviceId) ? node.Value.Id : o.DeviceId,
+                DeviceKey = Convert.FromBase64String(o.DeviceKey!),
+                RequestTimeout = o.RequestTimeout,
+                BreakDuration = o.BreakDuration,
+                SamplingDuration = o.SamplingDuration,
+                MinimumThroughput = o.MinimumThroughput,
+            }, time, loggers.CreateLogger<RelayClient>());
+        }
+
+        metrics.BeforeScrape = UpdateGauges;
+    }
+
+    /// <summary>λ (every accepted job, offloaded ones included) and μ (the local executor's service times).</summary>
+    public QueueEstimator Estimator { get; }
+
+    /// <summary>The relay client, or null when offload is disabled.</summary>
+    public RelayClient? Client { get; }
+
+    /// <summary>Reads the number of OFFLOADED jobs in the store (set by the worker once the store is open).</summary>
+    public Func<int>? OffloadedCount { get; set; }
+
+    /// <summary>True when offload is configured on.</summary>
+    public bool Enabled => Client is not null;
+
+    /// <summary>Sets the offload gauges; called under the metrics gate before a scrape.</summary>
+    public void UpdateGauges()
+    {
+        var q = Estimator.Snapshot();
+        _metrics.Offloaded.Set(OffloadedCount?.Invoke() ?? 0);
+        _metrics.ArrivalRate.Set(q.ArrivalRate);
+        _metrics.ServiceRate.Set(q.ServiceRate);
+        _metrics.Utilization.Set(q.Utilization);
+        _metrics.PredictedWait.Set(q.PredictedTimeInSystem);
+        _metrics.RelayCircuit.Set(Client?.CircuitState switch
+        {
+            null => -1,
+            RelayCircuitState.Closed => 0,
+            RelayCircuitState.HalfOpen => 1,
+            _ => 2,
+        });
+    }
+
+    /// <summary>
+    /// Routes one new job. Call under the metrics gate (one caller at a time: the policy keeps hysteresis state).
+    /// </summary>
+    /// <param name="jobsAhead">Jobs queued plus in service locally.</param>
+    /// <param name="maxNewTokens">The job's token budget (its own service time is this / tokens per second).</param>
+    /// <param name="deadlineMs">The job's deadline_ms, or null.</param>
+    /// <param name="localQueueFull">True when Queue:MaxJobs or Queue:MaxBytes would be exceeded.</param>
+    public OffloadDecision Decide(int jobsAhead, int maxNewTokens, int? deadlineMs, bool localQueueFull)
+    {
+        var q = Estimator.Snapshot();
+        double? own = q.TokensPerSecond > 0 ? maxNewTokens / q.TokensPerSecond : null;
+        var available = RelayAvailable(out var probe);
+        var decision = _policy.Decide(new OffloadInputs(q, jobsAhead, own, deadlineMs / 1000.0, localQueueFull, available));
+        if (probe && decision.Route == OffloadRoute.Relay)
+        {
+            _openSince = _time.GetTimestamp(); // this job is the probe; the next one waits another break
+        }
+
+        return decision;
+    }
+
+    /// <summary>
+    /// Whether a job may go to the relay now: no Retry-After pause and the circuit not open. Polly moves an open
+    /// circuit to half-open only when a request is attempted after the break, so once per
+    /// <c>Offload:BreakDuration</c> of an open circuit one job is let through as the probe (<paramref name="probe"/>);
+    /// if the relay is still down the circuit rejects it at once and the job runs locally.
+    /// </summary>
+    private bool RelayAvailable(out bool probe)
+    {
+        probe = false;
+        if (Client is null || Client.PausedUntil is not null)
+        {
+            return false;
+        }
+
+        if (Client.CircuitState != RelayCircuitState.Open)
+        {
+            _openSince = null;
+            return true;
+        }
+
+        var now = _time.GetTimestamp();
+        _openSince ??= now;
+        if (_time.GetElapsedTime(_openSince.Value, now) >= _breakDuration)
+        {
+            probe = true;
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>Circuit state for status: "disabled", "closed", "half_open", "open".</summary>
+    public string CircuitName => Client?.CircuitState switch
+    {
+        null => "disabled",
+        RelayCircuitState.Closed => "closed",
+        RelayCircuitState.HalfOpen => "half_open",
+        _ => "open",
+    };
+
+    public void Dispose() => _http?.Dispose();
+}
