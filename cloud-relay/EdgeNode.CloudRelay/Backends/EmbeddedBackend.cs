@@ -79,7 +79,7 @@ internal sealed class EmbeddedBackend(IOptions<RelayOptions> options, ILogger<Em
         try
         {
             // CPU-bound: on the thread pool, so Kestrel's threads stay free.
-            var outcome = await Task.Run(() => generator.Generate(job.Prompt, JobParameters.From(job, onToken), cancellationToken), CancellationToken.None);
+            var outcome = await Task.Run(() => generator.Generate(job.Prompt, job.ToGenerationParameters(onToken), cancellationToken), CancellationToken.None);
             if (!outcome.Succeeded)
             {
                 return BackendResult.Failed(outcome.Error);

@@ -54,20 +54,3 @@ internal interface IRelayBackend
     /// <param name="cancellationToken">Fires when every client waiting for the job has gone.</param>
     Task<BackendResult> RunAsync(JobRequest job, Action<GeneratedToken>? onToken, CancellationToken cancellationToken);
 }
-
-/// <summary>Maps a job's sampling fields (DESIGN.md §3) to the inference core's parameters, as the daemon's executor does.</summary>
-internal static class JobParameters
-{
-    public static GenerationParameters From(JobRequest request, Action<GeneratedToken>? onToken) => new()
-    {
-        MaxNewTokens = request.MaxNewTokens,
-        Temperature = request.Temperature,
-        TopK = request.TopK,
-        TopP = request.TopP,
-        RepetitionPenalty = request.RepetitionPenalty,
-        Seed = request.Seed,
-        Stop = request.Stop,
-        Greedy = request.Temperature == 0,
-        OnToken = onToken,
-    };
-}

@@ -213,7 +213,7 @@ internal sealed class Executor(
 
         GenerationOutcome outcome;
         var streamToken = stream?.OnToken;
-        var parameters = ToParameters(request) with
+        var parameters = request.ToGenerationParameters() with
         {
             OnToken = token =>
             {
@@ -256,17 +256,4 @@ internal sealed class Executor(
 
     private static Outcome Fail(string jobId, string status, string code, string message) =>
         new(status, code, JobEvents.Error(jobId, status, code, message), Ran: false);
-
-    /// <summary>Maps the request's sampling fields (DESIGN.md §3) to the inference core's parameters.</summary>
-    internal static GenerationParameters ToParameters(JobRequest request) => new()
-    {
-        MaxNewTokens = request.MaxNewTokens,
-        Temperature = request.Temperature,
-        TopK = request.TopK,
-        TopP = request.TopP,
-        RepetitionPenalty = request.RepetitionPenalty,
-        Seed = request.Seed,
-        Stop = request.Stop,
-        Greedy = request.Temperature == 0,
-    };
 }

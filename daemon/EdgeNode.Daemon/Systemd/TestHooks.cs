@@ -15,12 +15,17 @@ internal sealed class TestHooks
     public const string EnableVariable = "EDGENODE_TEST_HOOKS";
 
     /// <summary>Hooks that do nothing.</summary>
-    public static readonly TestHooks None = new(hangExecutor: false);
+    public static readonly TestHooks None = new(hangExecutor: false, decodeStepDelay: TimeSpan.Zero);
 
-    private TestHooks(bool hangExecutor)
+    private TestHooks(bool hangExecutor, TimeSpan decodeStepDelay)
     {
         HangExecutor = hangExecutor;
+        DecodeStepDelay = decodeStepDelay;
     }
+
+    /// <summary><c>Testing:DecodeStepDelayMs</c>: a pause after each decoded token, so that a test can act on a job
+    /// that is surely still running (the tiny model decodes 1,000 tokens in a fraction of a second).</summary>
+    public TimeSpan DecodeStepDelay { get; }
 
     /// <summary>True when the executor must hang in its first decode step.</summary>
     public bool HangExecutor { get; }
@@ -28,7 +33,7 @@ internal sealed class TestHooks
     /// <summary>Reads <c>Testing:HangExecutor</c>, only when <c>EDGENODE_TEST_HOOKS=1</c>.</summary>
     public static TestHooks FromConfiguration(IConfiguration configuration) =>
         Environment.GetEnvironmentVariable(EnableVariable) == "1"
-            ? new TestHooks(configuration.GetValue<bool>("Testing:HangExecutor"))
+            ? new TestHooks(configuration.GetValue<bool>("Testing:HangExecutor"), TimeSpan.FromMilliseconds(configuration.GetValue<int>("Testing:DecodeStepDelayMs")))
             : None;
 
     /// <summary>Called by the executor after each decoded token; blocks forever when <see cref="HangExecutor"/> is set.</summary>
@@ -37,6 +42,11 @@ internal sealed class TestHooks
         if (HangExecutor)
         {
             Thread.Sleep(Timeout.Infinite);
+        }
+
+        if (DecodeStepDelay > TimeSpan.Zero)
+        {
+            Thread.Sleep(DecodeStepDelay);
         }
     }
 }

@@ -51,6 +51,24 @@ public sealed record JobRequest
 
     /// <summary>The request's <c>reply_to</c> topic, used when the message had no MQTT 5 Response Topic.</summary>
     public string? ReplyTo { get; init; }
+
+    /// <summary>
+    /// The inference core's parameters for this request (DESIGN.md §3 sampling fields; temperature 0 is greedy).
+    /// One mapping for the daemon's executor and the relay's embedded backend.
+    /// </summary>
+    /// <param name="onToken">Per-token callback (streaming, liveness), or null.</param>
+    public EdgeNode.Shared.Inference.GenerationParameters ToGenerationParameters(Action<EdgeNode.Shared.Inference.GeneratedToken>? onToken = null) => new()
+    {
+        MaxNewTokens = MaxNewTokens,
+        Temperature = Temperature,
+        TopK = TopK,
+        TopP = TopP,
+        RepetitionPenalty = RepetitionPenalty,
+        Seed = Seed,
+        Stop = Stop,
+        Greedy = Temperature == 0,
+        OnToken = onToken,
+    };
 }
 
 /// <summary>An expected failure of a job: a <see cref="JobErrorCodes"/> code and a message naming the field and the rule.</summary>

@@ -34,7 +34,10 @@ public sealed class StreamingAndCancelTests
     [Fact]
     public async Task CancelRunningJob_AfterFirstToken_CanceledAndNextJobRuns()
     {
-        await using var daemon = await DaemonHarness.StartAsync();
+        // 5 ms per decoded token (test hook), so the job is surely still running when the cancel arrives:
+        // on an idle machine the tiny model decodes all 1,000 tokens faster than a cancel round trip.
+        Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1");
+        await using var daemon = await DaemonHarness.StartAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "5" });
         await using var client = await daemon.ConnectClientAsync();
 
         var events = new List<JobEvent>();
@@ -60,7 +63,8 @@ public sealed class StreamingAndCancelTests
     [Fact]
     public async Task CancelQueuedJob_EndsCanceledWithoutRunning()
     {
-        await using var daemon = await DaemonHarness.StartAsync();
+        Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1"); // slow decode: the busy job outlasts the cancel
+        await using var daemon = await DaemonHarness.StartAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "5" });
         await using var client = await daemon.ConnectClientAsync();
 
         var longJob = new List<JobEvent>();
