@@ -76,6 +76,24 @@ internal sealed class DaemonHarness : IAsyncDisposable
         return new DaemonHarness(host, statePath, owned, port);
     }
 
+    /// <summary>
+    /// Starts a node with the test-only hooks on (<c>EDGENODE_TEST_HOOKS=1</c>, e.g. <c>Testing:DecodeStepDelayMs</c>).
+    /// The variable is set only while the host starts (the hooks are read then), so that daemons started as child
+    /// processes by other tests never inherit it.
+    /// </summary>
+    public static async Task<DaemonHarness> StartWithTestHooksAsync(IDictionary<string, string?> extra)
+    {
+        Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1");
+        try
+        {
+            return await StartAsync(extra: extra);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", null);
+        }
+    }
+
     public Task<JobClient> ConnectClientAsync() => JobClient.ConnectAsync("127.0.0.1", BrokerPort);
 
     public async ValueTask DisposeAsync()

@@ -36,8 +36,7 @@ public sealed class StreamingAndCancelTests
     {
         // 5 ms per decoded token (test hook), so the job is surely still running when the cancel arrives:
         // on an idle machine the tiny model decodes all 1,000 tokens faster than a cancel round trip.
-        Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1");
-        await using var daemon = await DaemonHarness.StartAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "5" });
+        await using var daemon = await DaemonHarness.StartWithTestHooksAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "5" });
         await using var client = await daemon.ConnectClientAsync();
 
         var events = new List<JobEvent>();
@@ -63,8 +62,7 @@ public sealed class StreamingAndCancelTests
     [Fact]
     public async Task CancelQueuedJob_EndsCanceledWithoutRunning()
     {
-        Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1"); // slow decode: the busy job outlasts the cancel
-        await using var daemon = await DaemonHarness.StartAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "5" });
+        await using var daemon = await DaemonHarness.StartWithTestHooksAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "5" });
         await using var client = await daemon.ConnectClientAsync();
 
         var longJob = new List<JobEvent>();

@@ -17,8 +17,7 @@ public sealed class OperationsTests
     [Fact]
     public async Task ExpiredJob_BehindLongJobs_TimedOutAndNeverRun()
     {
-        Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1"); // 2 ms per token: the long jobs take seconds even on an idle machine
-        await using var daemon = await DaemonHarness.StartAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "2" });
+        await using var daemon = await DaemonHarness.StartWithTestHooksAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "2" });
         await using var client = await daemon.ConnectClientAsync();
 
         // Two long jobs first (1,000 tokens each: seconds of decode), then the short-deadline job.
@@ -45,8 +44,7 @@ public sealed class OperationsTests
     [Fact]
     public async Task QueueFull_BeyondMaxJobs_RejectedAtOnce_QueuedJobsFinish()
     {
-        Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1"); // 2 ms per token: the running job outlasts the checks
-        await using var daemon = await DaemonHarness.StartAsync(extra: new Dictionary<string, string?> { ["Queue:MaxJobs"] = "1", ["Testing:DecodeStepDelayMs"] = "2" });
+        await using var daemon = await DaemonHarness.StartWithTestHooksAsync(extra: new Dictionary<string, string?> { ["Queue:MaxJobs"] = "1", ["Testing:DecodeStepDelayMs"] = "2" });
         await using var client = await daemon.ConnectClientAsync();
 
         // The first job runs long, so the next one waits in the queue and the third finds it full.
@@ -68,8 +66,7 @@ public sealed class OperationsTests
     [Fact]
     public async Task Metrics_MixedRun_QueueDepthReconcilesAtEveryScrape()
     {
-        Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1"); // 2 ms per token: the long job makes the 100 ms deadlines expire
-        await using var daemon = await DaemonHarness.StartAsync(extra: new Dictionary<string, string?> { ["Queue:MaxJobs"] = "6", ["Testing:DecodeStepDelayMs"] = "2" });
+        await using var daemon = await DaemonHarness.StartWithTestHooksAsync(extra: new Dictionary<string, string?> { ["Queue:MaxJobs"] = "6", ["Testing:DecodeStepDelayMs"] = "2" });
         await using var client = await daemon.ConnectClientAsync();
         using var metrics = new MetricsScraper(daemon.AdminUrl);
         var scrapes = new List<Dictionary<string, double>>();
