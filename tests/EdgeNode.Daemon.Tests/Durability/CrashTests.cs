@@ -30,7 +30,7 @@ public sealed class CrashTests
         const int longJob = 100;
         using var state = new TempDirectory();
         await using var broker = await Mosquitto.StartAsync();
-        await using var node = new NodeProcess(state.Path, broker.Port, "crash");
+        await using var node = new NodeProcess(state.Path, broker.Port, "crash") { DecodeStepDelayMs = 3 };
         await node.StartReadyAsync();
         await using var device = await DeviceClient.ConnectAsync(broker.Port, "crash");
 
@@ -94,7 +94,7 @@ public sealed class CrashTests
     {
         using var state = new TempDirectory();
         await using var broker = await Mosquitto.StartAsync();
-        await using var node = new NodeProcess(state.Path, broker.Port, "poison", "--Queue:MaxAttempts=2");
+        await using var node = new NodeProcess(state.Path, broker.Port, "poison", "--Queue:MaxAttempts=2") { DecodeStepDelayMs = 2 };
         await node.StartReadyAsync();
         await using var device = await DeviceClient.ConnectAsync(broker.Port, "poison");
 
@@ -129,7 +129,7 @@ public sealed class CrashTests
     {
         using var state = new TempDirectory();
         await using var broker = await Mosquitto.StartAsync();
-        await using var node = new NodeProcess(state.Path, broker.Port, "ack");
+        await using var node = new NodeProcess(state.Path, broker.Port, "ack") { DecodeStepDelayMs = 5 };
         await node.StartReadyAsync();
         await using var device = await DeviceClient.ConnectAsync(broker.Port, "ack");
         var pubackFromNode = "Received PUBACK from " + node.ClientId;

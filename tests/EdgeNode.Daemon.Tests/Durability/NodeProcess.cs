@@ -30,6 +30,13 @@ internal sealed partial class NodeProcess : IAsyncDisposable
 
     public string StateDirectory { get; }
 
+    /// <summary>
+    /// When above 0, every run pauses this long after each decoded token (test hook <c>Testing:DecodeStepDelayMs</c>
+    /// with <c>EDGENODE_TEST_HOOKS=1</c>), so that a test which needs a job still running, or a queue still full, at
+    /// some moment does not depend on how fast the machine decodes.
+    /// </summary>
+    public int DecodeStepDelayMs { get; init; }
+
     /// <summary>The current (last started) process.</summary>
     public ProcessRunner Current => _runs[^1];
 
@@ -42,7 +49,10 @@ internal sealed partial class NodeProcess : IAsyncDisposable
     /// <summary>Starts a run (with the constructor's options) without waiting for anything.</summary>
     public ProcessRunner Start()
     {
-        var run = EdgeNodeProcess.Start(
+        var hooks = DecodeStepDelayMs > 0
+            ? new Dictionary<string, string> { ["EDGENODE_TEST_HOOKS"] = "1" }
+            : new Dictionary<string, string>();
+        var run = EdgeNodeProcess.StartWithEnvironment(hooks,
         [
             "run",
             "--Node:Id=" + _nodeId,
@@ -51,6 +61,7 @@ internal sealed partial class NodeProcess : IAsyncDisposable
             "--Mqtt:Host=127.0.0.1",
             "--Mqtt:Port=" + _brokerPort.ToString(CultureInfo.InvariantCulture),
             "--Admin:Url=",
+            "--Testing:DecodeStepDelayMs=" + DecodeStepDelayMs.ToString(CultureInfo.InvariantCulture),
             .. _extra,
         ]);
         _runs.Add(run);

@@ -21,7 +21,7 @@ public sealed partial class OutageTests
         using var state = new TempDirectory();
         await using var broker = new PersistentBroker();
         await broker.StartAsync();
-        await using var node = new NodeProcess(state.Path, broker.Port, "outage1");
+        await using var node = new NodeProcess(state.Path, broker.Port, "outage1") { DecodeStepDelayMs = 5 };
         await node.StartReadyAsync();
         await using var device = await DeviceClient.ConnectAsync(broker.Port, "outage1");
         var ids = await Publish20Async(device, "o1");
@@ -43,7 +43,7 @@ public sealed partial class OutageTests
         using var state = new TempDirectory();
         await using var broker = new PersistentBroker();
         await broker.StartAsync();
-        await using var node = new NodeProcess(state.Path, broker.Port, "outage2");
+        await using var node = new NodeProcess(state.Path, broker.Port, "outage2") { DecodeStepDelayMs = 5 };
         await node.StartReadyAsync();
         await using var device = await DeviceClient.ConnectAsync(broker.Port, "outage2");
         var ids = await Publish20Async(device, "o2");

@@ -33,7 +33,10 @@ public sealed class OffloadCrashTests
         using var state = new TempDirectory();
         await using var broker = await Mosquitto.StartAsync();
         await using var node = new NodeProcess(state.Path, broker.Port, "offcrash",
-            [.. OffloadTests.NodeConfig(relay.Port, maxJobs: 1, maxConcurrent: 16).Select(kv => $"--{kv.Key}={kv.Value}")]);
+            [.. OffloadTests.NodeConfig(relay.Port, maxJobs: 1, maxConcurrent: 16, decodeStepDelayMs: 50).Select(kv => $"--{kv.Key}={kv.Value}")])
+        {
+            DecodeStepDelayMs = 50, // a local job takes >= 200 ms, so the burst overflows the one-job queue on any machine
+        };
         await node.StartReadyAsync();
         await using var device = await DeviceClient.ConnectAsync(broker.Port, "offcrash");
 

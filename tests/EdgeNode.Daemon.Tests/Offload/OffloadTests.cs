@@ -31,7 +31,7 @@ public sealed class OffloadTests
     public async Task Burst_LocalQueueFull_SomeJobsRunOnRelayAndAllComplete()
     {
         await using var relay = await TestRelay.StartAsync();
-        await using var node = await DaemonHarness.StartAsync(extra: NodeConfig(relay.Port, maxJobs: 2));
+        await using var node = await DaemonHarness.StartWithTestHooksAsync(extra: NodeConfig(relay.Port, maxJobs: 2));
         await using var client = await node.ConnectClientAsync();
 
         var jobs = await RunBurstAsync(client, "burst", 10);
@@ -62,7 +62,7 @@ public sealed class OffloadTests
         var port = Ports.FreeLoopbackPort();
         var relay = await TestRelay.StartAsync(port);
         await relay.DisposeAsync(); // the relay goes away before the burst: connections are refused
-        await using var node = await DaemonHarness.StartAsync(extra: NodeConfig(port, maxJobs: 1));
+        await using var node = await DaemonHarness.StartWithTestHooksAsync(extra: NodeConfig(port, maxJobs: 1));
         await using var client = await node.ConnectClientAsync();
         using var scraper = new MetricsScraper(node.AdminUrl);
 
@@ -113,7 +113,7 @@ public sealed class OffloadTests
         });
         await fake.StartAsync();
         var port = new Uri(fake.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
-        await using var node = await DaemonHarness.StartAsync(extra: NodeConfig(port, maxJobs: 1, maxConcurrent: 1));
+        await using var node = await DaemonHarness.StartWithTestHooksAsync(extra: NodeConfig(port, maxJobs: 1, maxConcurrent: 1));
         await using var client = await node.ConnectClientAsync();
         using var scraper = new MetricsScraper(node.AdminUrl);
 
@@ -134,8 +134,13 @@ public sealed class OffloadTests
         AssertReconciles(m);
     }
 
-    internal static Dictionary<string, string?> NodeConfig(int relayPort, int maxJobs, int maxConcurrent = 4) => new()
+    /// <summary>
+    /// The node's offload settings. Each local token takes at least <paramref name="decodeStepDelayMs"/> (test hook,
+    /// only read when the hooks are on), so a burst overflows the short local queue however fast the machine is.
+    /// </summary>
+    internal static Dictionary<string, string?> NodeConfig(int relayPort, int maxJobs, int maxConcurrent = 4, int decodeStepDelayMs = 25) => new()
     {
+        ["Testing:DecodeStepDelayMs"] = decodeStepDelayMs.ToString(CultureInfo.InvariantCulture),
         ["Offload:RelayUrl"] = $"http://127.0.0.1:{relayPort}",
         ["Offload:DeviceId"] = Device,
         ["Offload:DeviceKey"] = Convert.ToBase64String(Key),
