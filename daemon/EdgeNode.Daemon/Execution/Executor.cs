@@ -21,7 +21,6 @@ namespace EdgeNode.Daemon.Execution;
 internal sealed class Executor(
     StoreHost storeHost,
     ModelHost modelHost,
-    Mqtt.BrokerConnection broker,
     Outbox.OutboxPublisher outbox,
     NodeSignals signals,
     NodeMetrics metrics,
@@ -111,11 +110,14 @@ internal sealed class Executor(
                     continue;
                 }
 
+                // The model stays the same from this job's first token to its recorded outcome: a reload swaps between jobs.
+                using var lease = await modelHost.LeaseAsync(CancellationToken.None);
+
                 // CPU-bound: run on the thread pool so the host's threads stay free. Not tied to
                 // stoppingToken: a job that started is finished, then the loop stops.
                 var acceptedSeq = store.LastOutboxSeq;
                 var stream = job.Request.Stream
-                    ? new TokenStream(broker, job, () => outbox.WaitDeliveredThroughAsync(acceptedSeq, TimeSpan.FromSeconds(30)), logger)
+                    ? new TokenStream(outbox, job, () => outbox.WaitDeliveredThroughAsync(acceptedSeq, TimeSpan.FromSeconds(30)), logger)
                     : null;
                 var outcome = await Task.Run(() => Execute(job, stream, cancel.Token), CancellationToken.None);
                 lock (_currentGate)

@@ -28,7 +28,8 @@ internal static class IoTHubServiceCollectionExtensions
             sp.GetRequiredService<IOptions<NodeOptions>>().Value,
             sp.GetRequiredService<IOptions<QueueOptions>>().Value,
             sp.GetRequiredService<IOptions<IoTHubOptions>>().Value,
-            live));
+            live,
+            sp.GetRequiredService<Execution.ModelHost>()));
         services.AddSingleton<IoTHubLink>();
         services.AddSingleton<IInboundJobSource>(sp => sp.GetRequiredService<IoTHubLink>());
         services.AddSingleton<IOutboxRoute>(sp => sp.GetRequiredService<IoTHubLink>());

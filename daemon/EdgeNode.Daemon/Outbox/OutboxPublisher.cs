@@ -129,6 +129,17 @@ internal sealed class OutboxPublisher : BackgroundService
         }
     }
 
+    /// <summary>
+    /// Publishes a best-effort event that is not in the outbox (a <c>token</c> event) on the link its topic belongs to:
+    /// an <see cref="IOutboxRoute"/> that handles it (IoT Hub D2C for C2D jobs), else the broker at QoS 1.
+    /// </summary>
+    /// <exception cref="IOException">The link is down or refused the message.</exception>
+    /// <exception cref="MQTTnet.Exceptions.MqttClientNotConnectedException">The broker link is down.</exception>
+    public Task PublishLiveAsync(string topic, byte[] payload, byte[]? correlationData, CancellationToken cancellationToken) =>
+        Array.Find(_routes, r => r.Handles(topic)) is { } route
+            ? route.PublishAsync(topic, payload, cancellationToken)
+            : _broker.PublishAsync(topic, payload, correlationData, retain: false, cancellationToken);
+
     /// <summary>Publishes up to one batch of undelivered entries; returns how many were delivered.</summary>
     private async Task<int> DrainOnceAsync(CancellationToken cancellationToken)
     {

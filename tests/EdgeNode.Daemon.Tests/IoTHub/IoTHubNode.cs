@@ -33,7 +33,10 @@ internal sealed class IoTHubNode : IAsyncDisposable
 
     public T Service<T>() where T : notnull => Host.Services.GetRequiredService<T>();
 
-    public static async Task<IoTHubNode> StartAsync(Action<IoTHubEmulator>? beforeStart = null, IDictionary<string, string?>? extra = null)
+    /// <param name="beforeStart">Arranges the emulator before the node connects.</param>
+    /// <param name="extra">Configuration overrides.</param>
+    /// <param name="testHooks">Enables the test hooks (e.g. <c>Testing:DecodeStepDelayMs</c>) for this host only.</param>
+    public static async Task<IoTHubNode> StartAsync(Action<IoTHubEmulator>? beforeStart = null, IDictionary<string, string?>? extra = null, bool testHooks = false)
     {
         var state = new TempDirectory();
         var hub = await IoTHubEmulator.StartAsync(state.Path);
@@ -61,8 +64,23 @@ internal sealed class IoTHubNode : IAsyncDisposable
         var builder = EdgeNodeHost.CreateBuilder([], config);
         var logs = new LogCapture();
         builder.Logging.AddProvider(logs);
-        var host = builder.Build();
-        await host.StartAsync();
+        IHost host;
+        if (testHooks)
+        {
+            // Read while the host is built and started; unset again so child daemons of other tests never inherit it.
+            Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1");
+        }
+
+        try
+        {
+            host = builder.Build();
+            await host.StartAsync();
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", null);
+        }
+
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await host.Services.GetRequiredService<NodeState>().WhenReadyAsync(cts.Token);
         return new IoTHubNode(host, state, hub, logs);
