@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Collections.Concurrent;
-using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using System.Threading.Channels;
 using EdgeNode.Daemon.Hosting;
@@ -316,24 +315,24 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
         _signals.OutboxChanged.Set(); // D2C events that waited for the link
     }
 
+    /// <summary>
+    /// TLS 1.2/1.3 to the hub: the server certificate is checked against <c>IoTHub:CaFile</c> when set (through a
+    /// validation handler, so that the WebSocket transport checks it too), else against the system store;
+    /// <c>IoTHub:ClientCertificateFile</c> (+ <c>ClientKeyFile</c>) is the X.509 device identity.
+    /// </summary>
     private MqttClientTlsOptions Tls(string host)
     {
         var builder = new MqttClientTlsOptionsBuilder().UseTls().WithTargetHost(host)
             .WithSslProtocols(System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13);
         if (!string.IsNullOrWhiteSpace(_options.CaFile))
         {
-            var roots = new X509Certificate2Collection();
-            roots.ImportFromPemFile(_options.CaFile);
-            builder.WithTrustChain(roots);
+            var roots = BrokerTls.LoadRoots(_options.CaFile, "IoTHub:CaFile");
+            builder.WithCertificateValidationHandler(e => BrokerTls.ValidateWithRoots(e.Certificate, e.SslPolicyErrors, roots));
         }
 
         if (!string.IsNullOrWhiteSpace(_options.ClientCertificateFile))
         {
-            var file = _options.ClientCertificateFile;
-            var cert = file.EndsWith(".p12", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase)
-                ? X509CertificateLoader.LoadPkcs12FromFile(file, password: null)
-                : X509Certificate2.CreateFromPemFile(file, _options.ClientKeyFile);
-            builder.WithClientCertificates([X509CertificateLoader.LoadPkcs12(cert.Export(X509ContentType.Pkcs12), password: null)]);
+            builder.WithClientCertificates([BrokerTls.LoadClientCertificate(_options.ClientCertificateFile, _options.ClientKeyFile, "IoTHub:ClientCertificateFile")]);
         }
 
         return builder.Build();

@@ -36,10 +36,13 @@ internal sealed class IoTHubNode : IAsyncDisposable
     /// <param name="beforeStart">Arranges the emulator before the node connects.</param>
     /// <param name="extra">Configuration overrides.</param>
     /// <param name="testHooks">Enables the test hooks (e.g. <c>Testing:DecodeStepDelayMs</c>) for this host only.</param>
-    public static async Task<IoTHubNode> StartAsync(Action<IoTHubEmulator>? beforeStart = null, IDictionary<string, string?>? extra = null, bool testHooks = false)
+    /// <param name="emulator">How the emulator listens (WebSockets, X.509); default TLS on TCP with SAS.</param>
+    /// <param name="configure">Configuration overrides that need the emulator (its port, files, connection strings).</param>
+    public static async Task<IoTHubNode> StartAsync(Action<IoTHubEmulator>? beforeStart = null, IDictionary<string, string?>? extra = null, bool testHooks = false,
+        IoTHubEmulatorOptions? emulator = null, Func<IoTHubEmulator, IDictionary<string, string?>>? configure = null)
     {
         var state = new TempDirectory();
-        var hub = await IoTHubEmulator.StartAsync(state.Path);
+        var hub = await IoTHubEmulator.StartAsync(state.Path, emulator);
         beforeStart?.Invoke(hub);
         var config = new Dictionary<string, string?>
         {
@@ -56,7 +59,7 @@ internal sealed class IoTHubNode : IAsyncDisposable
             ["IoTHub:InitialBackoffMilliseconds"] = "100",
             ["IoTHub:MaxBackoffSeconds"] = "2",
         };
-        foreach (var (k, v) in extra ?? new Dictionary<string, string?>())
+        foreach (var (k, v) in (extra ?? new Dictionary<string, string?>()).Concat(configure?.Invoke(hub) ?? new Dictionary<string, string?>()))
         {
             config[k] = v;
         }
