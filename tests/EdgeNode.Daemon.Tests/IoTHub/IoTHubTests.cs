@@ -212,7 +212,7 @@ public sealed class IoTHubTests
     {
         await using var node = await IoTHubNode.StartAsync();
         var hub = node.Hub;
-        await hub.SendC2dAsync("{\"id\":\"stream-1\",\"prompt\":\"Hello, my name is\",\"max_new_tokens\":8,\"stream\":true}"u8.ToArray());
+        await hub.SendC2dAsync("{\"id\":\"stream-1\",\"prompt\":\"Hello, my name is\",\"max_new_tokens\":8,\"temperature\":0,\"stream\":true}"u8.ToArray());
 
         await hub.WaitUntilAsync(h => h.D2c.Any(m => IsEvent(m, "stream-1", "result")), Timeout, "the D2C result of stream-1");
         var events = hub.D2c.Where(m => m.Properties.GetValueOrDefault("jobId") == "stream-1").ToList();

@@ -113,7 +113,7 @@ public sealed class ModelReloadTests
         await using var node = await IoTHubNode.StartAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "100" }, testHooks: true);
         var hub = node.Hub;
         await hub.WaitUntilAsync(h => h.Reported["config"] is not null, Timeout, "the first reported properties");
-        await hub.SendC2dAsync("{\"id\":\"long-1\",\"prompt\":\"Hello\",\"max_new_tokens\":600,\"stream\":true}"u8.ToArray());
+        await hub.SendC2dAsync("{\"id\":\"long-1\",\"prompt\":\"Count\",\"max_new_tokens\":1000,\"temperature\":0,\"stream\":true}"u8.ToArray());
         await hub.WaitUntilAsync(h => h.D2c.Any(m => IsEvent(m, "long-1", "token")), Timeout, "the running job's first token");
 
         var first = hub.InvokeMethodAsync("reloadModel", new JsonObject { ["path"] = Models.TinyFp32 }, Timeout);
