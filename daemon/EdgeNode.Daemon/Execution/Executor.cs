@@ -195,7 +195,6 @@ internal sealed class Executor(
     private Outcome Execute(JobRecord job, TokenStream? stream, CancellationToken cancellationToken)
     {
         var request = job.Request;
-        Log.JobStarted(logger, job.Id, job.Attempts);
         var started = time.GetUtcNow();
         var queueMs = (started - job.AcceptedAt).TotalMilliseconds;
         if (job.Attempts > queueOptions.Value.MaxAttempts)
@@ -213,6 +212,7 @@ internal sealed class Executor(
             return Fail(job.Id, JobStatuses.TimedOut, JobErrorCodes.DeadlineExceeded, message);
         }
 
+        Log.JobStarted(logger, job.Id, job.Attempts); // only for a job that really runs (not poison, not expired)
         GenerationOutcome outcome;
         var streamToken = stream?.OnToken;
         var parameters = request.ToGenerationParameters() with

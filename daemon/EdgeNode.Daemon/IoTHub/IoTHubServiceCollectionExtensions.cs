@@ -22,7 +22,7 @@ internal static class IoTHubServiceCollectionExtensions
         var live = new LiveConfiguration();
         ((IConfigurationBuilder)builder.Configuration).Add(live);
         var services = builder.Services;
-        services.AddOptions<IoTHubOptions>().BindConfiguration(IoTHubOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<IoTHubOptions>().BindConfiguration(IoTHubOptions.Section, Hosting.EdgeNodeHost.StrictBinding).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(live);
         services.AddSingleton(sp => new DesiredProperties(
             sp.GetRequiredService<IOptions<NodeOptions>>().Value,
