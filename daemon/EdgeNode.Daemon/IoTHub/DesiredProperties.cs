@@ -17,9 +17,10 @@ internal sealed record DesiredOutcome(long Version, bool Applied, IReadOnlyList<
 /// (Logging:LogLevel:Default), <c>modelPath</c> / <c>modelPaths</c> (Inference:ModelPath, Inference:ModelPaths: the model
 /// file, and a file per execution provider, loaded with <see cref="ModelHost.ReloadAsync"/> as the last check of the
 /// patch, so a file that is missing or not a GPT-2 model rejects the whole patch and the old model keeps serving).
-/// Reported as not applied: <c>executorCount</c> and <c>offloadThreshold</c> (not live in this build), and unknown names.
+/// <c>offloadThreshold</c> (ρ above which jobs go to the relay, Offload:RhoThreshold, <see cref="Offload.OffloadRouter.SetThreshold"/>).
+/// Reported as not applied: <c>executorCount</c> (one executor per node), and unknown names.
 /// </summary>
-internal sealed class DesiredProperties(NodeOptions node, QueueOptions queue, IoTHubOptions hub, LiveConfiguration live, ModelHost model)
+internal sealed class DesiredProperties(NodeOptions node, QueueOptions queue, IoTHubOptions hub, LiveConfiguration live, ModelHost model, Offload.OffloadRouter router)
 {
     private static readonly string[] LogLevels = Enum.GetNames<LogLevel>();
     private readonly int _initialStatusInterval = node.StatusIntervalSeconds;
@@ -39,6 +40,7 @@ internal sealed class DesiredProperties(NodeOptions node, QueueOptions queue, Io
         ["telemetryIntervalSeconds"] = hub.TelemetryIntervalSeconds,
         ["logLevel"] = live.Get("Logging:LogLevel:Default") ?? "configured",
         ["modelPath"] = model.Info.Path,
+        ["offloadThreshold"] = router.Threshold,
     };
 
     /// <summary>
@@ -144,7 +146,19 @@ internal sealed class DesiredProperties(NodeOptions node, QueueOptions queue, Io
                     notApplied[name] = "unsupported: this build runs one executor per node";
                     break;
                 case "offloadThreshold":
-                    notApplied[name] = "not live in this build: set Offload:RhoThreshold in the configuration and restart";
+                    if (value is null)
+                    {
+                        changes.Add(() => router.SetThreshold(null)); // removed: back to Offload:RhoThreshold
+                    }
+                    else if (value is JsonValue t && t.GetValueKind() == System.Text.Json.JsonValueKind.Number && t.TryGetValue<double>(out var rho) && rho >= 0.01 && rho <= 100)
+                    {
+                        changes.Add(() => router.SetThreshold(rho));
+                    }
+                    else
+                    {
+                        errors.Add("offloadThreshold must be a number from 0.01 to 100 (ρ = λ/μ), got " + value.ToJsonString());
+                    }
+
                     break;
                 default:
                     notApplied[name] = "unknown property (ignored)";

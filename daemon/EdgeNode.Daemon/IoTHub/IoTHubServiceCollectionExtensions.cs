@@ -29,7 +29,8 @@ internal static class IoTHubServiceCollectionExtensions
             sp.GetRequiredService<IOptions<QueueOptions>>().Value,
             sp.GetRequiredService<IOptions<IoTHubOptions>>().Value,
             live,
-            sp.GetRequiredService<Execution.ModelHost>()));
+            sp.GetRequiredService<Execution.ModelHost>(),
+            sp.GetRequiredService<Offload.OffloadRouter>()));
         services.AddSingleton<IoTHubLink>();
         services.AddSingleton<IInboundJobSource>(sp => sp.GetRequiredService<IoTHubLink>());
         services.AddSingleton<IOutboxRoute>(sp => sp.GetRequiredService<IoTHubLink>());

@@ -26,7 +26,7 @@ public sealed class IoTHubTests
         await hub.WaitUntilAsync(h => h.Reported["config"] is not null, Timeout, "the first reported properties");
         Assert.Equal(1, hub.TwinGets);
 
-        var version = await hub.PatchDesiredAsync(new JsonObject { ["queueMaxJobs"] = 5, ["statusIntervalSeconds"] = 7, ["logLevel"] = "Debug", ["executorCount"] = 4 });
+        var version = await hub.PatchDesiredAsync(new JsonObject { ["queueMaxJobs"] = 5, ["statusIntervalSeconds"] = 7, ["logLevel"] = "Debug", ["executorCount"] = 4, ["offloadThreshold"] = 0.5 });
 
         await hub.WaitUntilAsync(h => ReportedDesiredVersion(h) == version, Timeout, "the desired $version reported");
         Assert.Equal("applied", (string?)ReportedDesired(hub)!["status"]);
@@ -35,6 +35,8 @@ public sealed class IoTHubTests
         Assert.Equal(5, (int?)hub.Reported["config"]!["queueMaxJobs"]);
         Assert.Equal("Debug", (string?)hub.Reported["config"]!["logLevel"]);
         Assert.StartsWith("unsupported", (string?)ReportedDesired(hub)!["notApplied"]!["executorCount"], StringComparison.Ordinal);
+        Assert.Equal(0.5, node.Service<EdgeNode.Daemon.Offload.OffloadRouter>().Threshold);
+        Assert.Equal(0.5, (double?)hub.Reported["config"]!["offloadThreshold"]);
     }
 
     [Fact]
@@ -45,7 +47,7 @@ public sealed class IoTHubTests
         await hub.WaitUntilAsync(h => h.Reported["config"] is not null, Timeout, "the first reported properties");
 
         // One valid and one invalid value: nothing is applied (all-or-nothing per patch).
-        var version = await hub.PatchDesiredAsync(new JsonObject { ["queueMaxJobs"] = 5, ["statusIntervalSeconds"] = -1 });
+        var version = await hub.PatchDesiredAsync(new JsonObject { ["queueMaxJobs"] = 5, ["statusIntervalSeconds"] = -1, ["offloadThreshold"] = "high" });
 
         await hub.WaitUntilAsync(h => ReportedDesiredVersion(h) == version, Timeout, "the rejected $version reported");
         Assert.Equal("rejected", (string?)ReportedDesired(hub)!["status"]);
@@ -54,6 +56,8 @@ public sealed class IoTHubTests
         Assert.Equal(10_000, node.Service<IOptions<QueueOptions>>().Value.MaxJobs);
         Assert.Equal(30, node.Service<IOptions<NodeOptions>>().Value.StatusIntervalSeconds);
         Assert.Equal(10_000, (int?)hub.Reported["config"]!["queueMaxJobs"]);
+        Assert.Contains(errors, e => e!.StartsWith("offloadThreshold must be a number from 0.01 to 100", StringComparison.Ordinal));
+        Assert.Equal(0.85, node.Service<EdgeNode.Daemon.Offload.OffloadRouter>().Threshold);
     }
 
     [Fact]
