@@ -111,10 +111,9 @@ internal static class IngestBenchmark
         Console.WriteLine($"| start to ready (/readyz 200) | {readyMs:F0} ms |");
         if (only != "saturation")
         {
-            var cpuBefore = CpuSeconds(node.Id);
-            var brokerCpuBefore = CpuSeconds(broker.Id);
+            var cpu = Cpu.Read(node.Id, broker.Id);
             var open = await OpenLoopAsync(clients, rate, seconds);
-            Console.WriteLine($"| open loop: CPU per 1,000 jobs, daemon / Mosquitto | {(CpuSeconds(node.Id) - cpuBefore) * 1e6 / open.Latencies.Length:F0} / {(CpuSeconds(broker.Id) - brokerCpuBefore) * 1e6 / open.Latencies.Length:F0} ms |");
+            Console.WriteLine($"| open loop: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id).PerThousand(cpu, open.Latencies.Length)} ms |");
             Console.WriteLine($"| open loop: offered / accepted | {rate} / {open.AcceptedPerSecond:F0} jobs/s for {seconds} s ({open.Latencies.Length} jobs, {publishers} publishers evenly spaced) |");
             Console.WriteLine($"| open loop: accept latency p50 / p99 / p99.9 / max | {Latency(open.Latencies)} ms |");
             Console.WriteLine($"| open loop: accepted events out of publish order | {open.OutOfOrder} |");
@@ -122,10 +121,9 @@ internal static class IngestBenchmark
 
         if (only != "open")
         {
-            var cpuBefore = CpuSeconds(node.Id);
-            var brokerCpuBefore = CpuSeconds(broker.Id);
+            var cpu = Cpu.Read(node.Id, broker.Id);
             var saturation = await SaturateAsync(clients, "run", jobs, window, http, metricsUri);
-            Console.WriteLine($"| saturation: CPU per 1,000 jobs, daemon / Mosquitto | {(CpuSeconds(node.Id) - cpuBefore) * 1e6 / jobs:F0} / {(CpuSeconds(broker.Id) - brokerCpuBefore) * 1e6 / jobs:F0} ms |");
+            Console.WriteLine($"| saturation: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id).PerThousand(cpu, jobs)} ms |");
             Console.WriteLine($"| saturation: committed (metrics) / accepted events back | {jobs / saturation.CommittedSeconds:F0} / {jobs / saturation.AcceptedSeconds:F0} jobs/s ({jobs} jobs, {publishers} publishers x {window} in flight) |");
             Console.WriteLine($"| saturation: accept latency p50 / p99 / p99.9 / max | {Latency(saturation.Latencies)} ms |");
             Console.WriteLine($"| saturation: accepted events out of publish order | {saturation.OutOfOrder} |");
@@ -181,7 +179,7 @@ internal static class IngestBenchmark
             }
             else
             {
-                await Task.Delay(5);
+                await Task.Delay(50); // a scrape takes the metrics gate the ingest commit holds: poll gently
             }
         }
 
@@ -220,6 +218,16 @@ internal static class IngestBenchmark
         {
             return false;
         }
+    }
+
+    /// <summary>CPU seconds used so far by the daemon, Mosquitto and this process (the publishers).</summary>
+    private readonly record struct Cpu(double Daemon, double Broker, double Publishers)
+    {
+        public static Cpu Read(int daemon, int broker) =>
+            new(CpuSeconds(daemon), CpuSeconds(broker), Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds);
+
+        public string PerThousand(Cpu before, int jobs) => string.Create(CultureInfo.InvariantCulture,
+            $"{(Daemon - before.Daemon) * 1e6 / jobs:F0} / {(Broker - before.Broker) * 1e6 / jobs:F0} / {(Publishers - before.Publishers) * 1e6 / jobs:F0}");
     }
 
     /// <summary>User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15, in USER_HZ = 100/s).</summary>
