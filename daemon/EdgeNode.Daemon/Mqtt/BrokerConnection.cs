@@ -123,6 +123,12 @@ internal sealed class BrokerConnection : BackgroundService
 
     public bool IsConnected => _client.IsConnected;
 
+    /// <summary>
+    /// How many QoS 1 PUBLISHes the broker accepts unacknowledged on the current connection: its MQTT 5 Receive Maximum
+    /// from the CONNACK (MQTT 5 §3.2.2.3.3), else 65,535. The outbox keeps at most this many in flight.
+    /// </summary>
+    public int ReceiveMaximum { get; private set; } = ushort.MaxValue;
+
     /// <summary>The connection generation; increases with every successful connect.</summary>
     public long Generation => Interlocked.Read(ref _generation);
 
@@ -240,6 +246,8 @@ internal sealed class BrokerConnection : BackgroundService
             throw new IOException("broker refused the connection: " + reason);
         }
 
+        // MQTT 5 §3.2.2.3.3: absent (0 in MQTTnet) means 65,535; MQTT 3.1.1 has no such limit.
+        ReceiveMaximum = _options.ProtocolVersion == 5 && result.ReceiveMaximum is > 0 and var max ? max : ushort.MaxValue;
         if (Interlocked.Increment(ref _generation) > 1)
         {
             _metrics.BrokerReconnects.Inc();
