@@ -29,10 +29,10 @@ public sealed class PausedExecutionTests
     }
 
     [Fact]
-    public async Task ExecutionPaused_BurstFromOneDevice_AcceptedEventsArriveOncePerJobInPublishOrder()
+    public async Task ExecutionPaused_BurstFromOneDevice_AcceptedEventsArriveInPublishOrder_RepeatsOnlyAfterAFailedPublish()
     {
         // The outbox keeps many QoS 1 PUBLISHes in flight at once and takes their PUBACKs in order; the events of a
-        // burst must still reach the device in outbox order (= arrival order of the jobs), each once.
+        // burst must still reach the device in outbox order (= arrival order of the jobs).
         using var state = new TempDirectory();
         await using var broker = await Mosquitto.StartAsync();
         await using var node = new NodeProcess(state.Path, broker.Port, "order", "--Execution:Paused=true");
@@ -44,7 +44,17 @@ public sealed class PausedExecutionTests
         await device.WaitUntilAsync(d => d.Accepted.Count == ids.Count, "an accepted event for each of the burst's jobs", NodeProcess.Timeout);
         await node.StopAsync();
 
-        Assert.Equal(ids, device.AcceptedInArrivalOrder);
+        // In publish order: the first arrival of each job's event follows the jobs' order, and a repeat only follows a
+        // publish the node saw fail (DESIGN.md §4.2: after a failure the rest of the batch is published again,
+        // byte-identical). MQTTnet 5.2 occasionally reports "The operation has timed out" for a pipelined QoS 1 publish
+        // whose PUBACK Mosquitto's log shows it sent (about 1 run in 3 here; never seen with one publish in flight).
+        var arrivals = device.AcceptedInArrivalOrder.ToList();
+        Assert.Equal(ids, arrivals.Distinct(StringComparer.Ordinal));
+        if (arrivals.Count > ids.Count)
+        {
+            Assert.Contains(node.AllLines, l => l.Contains("OutboxPublisher", StringComparison.Ordinal) && l.Contains("failed", StringComparison.Ordinal));
+        }
+
         using var store = node.OpenStore();
         Assert.Equal(0, store.OutboxCount); // every PUBACKed entry was marked delivered
     }
