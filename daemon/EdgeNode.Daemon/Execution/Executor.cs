@@ -111,6 +111,8 @@ internal sealed class Executor(
                     continue;
                 }
 
+                var busySince = time.GetTimestamp();
+
                 // CPU-bound: run on the thread pool so the host's threads stay free. Not tied to
                 // stoppingToken: a job that started is finished, then the loop stops.
                 var acceptedSeq = store.LastOutboxSeq;
@@ -132,6 +134,8 @@ internal sealed class Executor(
                 {
                     break; // stopping while the store is unavailable: the job stays IN_PROGRESS and is re-queued at start
                 }
+
+                metrics.ExecutorBusy.Inc(time.GetElapsedTime(busySince).TotalSeconds);
 
                 // Logged once the outcome is committed: a crash before this line re-runs the job, after it never.
                 Log.JobFinished(logger, job.Id, outcome.Status, outcome.Code ?? "ok");
