@@ -28,11 +28,32 @@ internal sealed class OffloadWorker(
     TimeProvider time,
     ILogger<OffloadWorker> logger) : BackgroundService
 {
-    private readonly HashSet<string> _sending = new(StringComparer.Ordinal);
+    // Jobs being sent, each with the token that abandons its request (shutdown, or a cancel of the job).
+    private readonly Dictionary<string, CancellationTokenSource> _sending = new(StringComparer.Ordinal);
     private readonly Lock _sendingGate = new();
 
     /// <summary>Set by ingest when it stored OFFLOADED jobs.</summary>
     public Signal JobOffloaded { get; } = new();
+
+    /// <summary>
+    /// Abandons the relay request of <paramref name="jobId"/> if one is in progress (<see cref="Ingest.JobControl"/>
+    /// calls it after storing the job CANCELED): the HTTP request is aborted, so the relay stops the job, and the
+    /// send ends without recording anything. Returns false when no request of that job is in progress (a send that
+    /// starts later finds the job no longer OFFLOADED and does not send it).
+    /// </summary>
+    public bool AbandonSend(string jobId)
+    {
+        lock (_sendingGate)
+        {
+            if (!_sending.TryGetValue(jobId, out var abandon))
+            {
+                return false;
+            }
+
+            abandon.Cancel();
+            return true;
+        }
+    }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -69,17 +90,30 @@ internal sealed class OffloadWorker(
 
                 foreach (var job in pending)
                 {
+                    CancellationTokenSource abandon;
                     lock (_sendingGate)
                     {
-                        if (!_sending.Add(job.Id))
+                        if (_sending.ContainsKey(job.Id))
                         {
                             continue;
                         }
+
+                        abandon = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                        _sending.Add(job.Id, abandon);
                     }
 
-                    await slots.WaitAsync(stoppingToken);
+                    try
+                    {
+                        await slots.WaitAsync(stoppingToken);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        Forget(job.Id, abandon);
+                        throw;
+                    }
+
                     sends.RemoveAll(t => t.IsCompleted);
-                    sends.Add(Task.Run(() => SendAsync(client, store, job, slots, stoppingToken), CancellationToken.None));
+                    sends.Add(Task.Run(() => SendAsync(client, store, job, slots, abandon, stoppingToken), CancellationToken.None));
                 }
 
                 await JobOffloaded.WaitAsync(TimeSpan.FromSeconds(5), time, stoppingToken);
@@ -94,10 +128,16 @@ internal sealed class OffloadWorker(
         }
     }
 
-    private async Task SendAsync(RelayClient client, JobStore store, JobRecord job, SemaphoreSlim slots, CancellationToken stoppingToken)
+    private async Task SendAsync(RelayClient client, JobStore store, JobRecord job, SemaphoreSlim slots, CancellationTokenSource abandon, CancellationToken stoppingToken)
     {
         try
         {
+            // The list was read before this send was registered: a cancel in between already ended the job.
+            if (store.Get(job.Id) is not { Status: JobStatuses.Offloaded })
+            {
+                return;
+            }
+
             int? leftMs = null;
             if (job.Deadline is { } deadline)
             {
@@ -111,20 +151,30 @@ internal sealed class OffloadWorker(
                 leftMs = (int)Math.Min(left, int.MaxValue);
             }
 
-            var outcome = await client.SubmitAsync(RelayJobJson.Write(job.Request, leftMs), job.Id, null, stoppingToken);
+            var outcome = await client.SubmitAsync(RelayJobJson.Write(job.Request, leftMs), job.Id, null, abandon.Token);
             if (outcome.Kind == RelayOutcomeKind.Completed)
             {
                 var status = outcome.Status is { } s && JobStatuses.IsFinal(s) ? s : JobStatuses.Failed;
+                bool recorded;
                 lock (metrics.Gate)
                 {
-                    if (store.Finish(job.Id, status, outcome.Event!))
+                    recorded = store.Finish(job.Id, status, outcome.Event!);
+                    if (recorded)
                     {
                         metrics.CountFinal(status, RelayJobJson.ErrorCode(outcome.Event!));
                     }
                 }
 
-                OffloadLog.Completed(logger, job.Id, status);
-                signals.OutboxChanged.Set();
+                if (recorded)
+                {
+                    OffloadLog.Completed(logger, job.Id, status);
+                    signals.OutboxChanged.Set();
+                }
+                else
+                {
+                    OffloadLog.AnswerIgnored(logger, job.Id, status); // canceled meanwhile: the first outcome stays
+                }
+
                 return;
             }
 
@@ -141,18 +191,27 @@ internal sealed class OffloadWorker(
         {
             // Shutdown: the job stays OFFLOADED and is re-sent (same id) on the next start.
         }
+        catch (OperationCanceledException) when (abandon.IsCancellationRequested)
+        {
+            OffloadLog.Abandoned(logger, job.Id); // canceled by its device or operator: already stored CANCELED
+        }
         catch (Exception ex) when (ex is IOException or LiteDB.LiteException)
         {
             OffloadLog.StoreFailed(logger, job.Id, ex.Message); // stays OFFLOADED; retried on the next pass
         }
         finally
         {
-            lock (_sendingGate)
-            {
-                _sending.Remove(job.Id);
-            }
-
+            Forget(job.Id, abandon);
             slots.Release();
+        }
+    }
+
+    private void Forget(string jobId, CancellationTokenSource abandon)
+    {
+        lock (_sendingGate)
+        {
+            _sending.Remove(jobId);
+            abandon.Dispose();
         }
     }
 
@@ -190,4 +249,10 @@ internal static partial class OffloadLog
 
     [LoggerMessage(1403, LogLevel.Information, "Offload to {RelayUrl} enabled as device {DeviceId} (ρ enter {Enter}, exit {Exit})")]
     public static partial void Enabled(ILogger logger, string relayUrl, string deviceId, double enter, double exit);
+
+    [LoggerMessage(1404, LogLevel.Information, "Offloaded job {JobId} was canceled: its relay request was abandoned")]
+    public static partial void Abandoned(ILogger logger, string jobId);
+
+    [LoggerMessage(1405, LogLevel.Information, "The relay answered {Status} for job {JobId} after it had its final outcome (canceled meanwhile); the answer is ignored")]
+    public static partial void AnswerIgnored(ILogger logger, string jobId, string status);
 }
