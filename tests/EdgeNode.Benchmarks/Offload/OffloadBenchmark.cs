@@ -89,8 +89,8 @@ internal static class OffloadBenchmark
         }
 
         Console.WriteLine();
-        Console.WriteLine("| offload | λ/μ | λ jobs/s | published | succeeded | within deadline | TIMED_OUT | p50 ms | p95 ms | p99 ms | routed to relay | local utilization | lost | dup finals | CPU relay / daemon / broker (cores) | load avg end |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| offload | λ/μ | λ jobs/s | published | succeeded | within deadline | TIMED_OUT | p50 ms | p95 ms | p99 ms | routed to relay | succeeded local / relay | local utilization | daemon's μ at end | lost | dup finals | CPU relay / daemon / broker (cores) | load avg end |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var row in rows)
         {
             Console.WriteLine(row.ToMarkdown());
@@ -149,10 +149,10 @@ internal static class OffloadBenchmark
     private sealed record Row(
         bool Offload, double Factor, double Lambda, int Published, int Succeeded, int WithinDeadline, int TimedOut,
         double P50, double P95, double P99, int RoutedRelay, double Utilization, int Lost, int Duplicates,
-        double RelayCores, double DaemonCores, double BrokerCores, string LoadAverage, string OtherErrors)
+        double RelayCores, double DaemonCores, double BrokerCores, string LoadAverage, string OtherErrors, int RanLocal, int RanRelay, double MuEnd)
     {
         public string ToMarkdown() => string.Create(CultureInfo.InvariantCulture,
-            $"| {(Offload ? "on" : "off")} | {Factor:0.0#} | {Lambda:F1} | {Published} | {Succeeded} | {Percent(WithinDeadline, Published)} | {TimedOut}{OtherErrors} | {P50:F0} | {P95:F0} | {P99:F0} | {Percent(RoutedRelay, Published)} | {Utilization * 100:F1} % | {Lost} | {Duplicates} | {RelayCores:F2} / {DaemonCores:F2} / {BrokerCores:F2} | {LoadAverage} |");
+            $"| {(Offload ? "on" : "off")} | {Factor:0.0#} | {Lambda:F1} | {Published} | {Succeeded} | {Percent(WithinDeadline, Published)} | {TimedOut}{OtherErrors} | {P50:F0} | {P95:F0} | {P99:F0} | {Percent(RoutedRelay, Published)} | {RanLocal} / {RanRelay} | {Utilization * 100:F1} % | {MuEnd:F1} | {Lost} | {Duplicates} | {RelayCores:F2} / {DaemonCores:F2} / {BrokerCores:F2} | {LoadAverage} |");
 
         private static string Percent(int part, int whole) => whole == 0 ? "-" : string.Create(CultureInfo.InvariantCulture, $"{100.0 * part / whole:F1} %");
     }
@@ -229,7 +229,10 @@ internal static class OffloadBenchmark
                 (cpuAfter.Item2 - cpuBefore.Item2).TotalSeconds / wall,
                 (cpuAfter.Item3 - cpuBefore.Item3).TotalSeconds / wall,
                 load,
-                others.Count == 0 ? "" : " (+ " + string.Join(", ", others) + ")");
+                others.Count == 0 ? "" : " (+ " + string.Join(", ", others) + ")",
+                succeeded.Count(t => t.ExecutedOn == "local"),
+                succeeded.Count(t => t.ExecutedOn == "relay"),
+                after.Get("edgenode_service_rate"));
             client.Reset();
             return row;
         }
