@@ -17,8 +17,8 @@ internal enum CancelOutcome
     StoppingRunning,
 
     /// <summary>
-    /// The cloud relay held the job (OFFLOADED): it ends CANCELED now, the node abandons its relay request (the relay
-    /// stops a job whose last waiting request goes away) and ignores any answer that still arrives.
+    /// The cloud relay held the job (OFFLOADED): it ends CANCELED now, the node aborts its relay request and ignores
+    /// any answer that still arrives.
     /// </summary>
     CanceledOffloaded,
 
@@ -58,9 +58,9 @@ internal sealed class JobControl(StoreHost storeHost, Executor executor, Offload
     /// Cancels a job: a queued one ends CANCELED at once (its outcome recorded and published like any other), a running
     /// one is stopped within one decode step by the executor, a finished or unknown one is left as it is.
     /// An OFFLOADED one (held by the cloud relay) ends CANCELED at once too: the relay API (DESIGN.md §6) has no
-    /// cancel call, so the node abandons its <c>POST /v1/jobs</c> request, which makes the relay stop the job (it
-    /// cancels a job whose last waiting request went away, and keeps no outcome for it), and an answer that still
-    /// arrives is ignored (the store keeps the first final outcome: exactly one final event, DESIGN.md §4 rule 2).
+    /// cancel call, so the node aborts its <c>POST /v1/jobs</c> request (a relay that notices cancels the job) and an
+    /// answer that still arrives is ignored (the store keeps the first final outcome: exactly one final event,
+    /// DESIGN.md §4 rule 2). README "Offload to the cloud relay", Cancel, says what the relay does today.
     /// </summary>
     /// <exception cref="IOException">Store I/O error.</exception>
     public (CancelOutcome Outcome, string? Status) Cancel(string jobId)

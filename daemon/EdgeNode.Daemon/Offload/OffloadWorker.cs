@@ -15,9 +15,10 @@ namespace EdgeNode.Daemon.Offload;
 /// by ingest before any HTTP call; this worker picks up every OFFLOADED job (those of earlier runs too: a crash
 /// while offloaded re-sends it with the same id, and the relay answers a known id with its stored outcome).
 /// On an outcome the relay's final event is recorded byte-identically with <see cref="JobStore.Finish"/>; on a
-/// failure, timeout, 5xx, 429/503 or open circuit the job goes back to the local queue at its place (the executor
-/// fails it with <c>deadline_exceeded</c> if its deadline has passed). On shutdown sends in progress are abandoned:
-/// the jobs stay OFFLOADED and are re-sent on the next start.
+/// failure, timeout, 5xx, 429/503 or open circuit the job goes back to the local queue at its place, or ends
+/// TIMED_OUT (<c>deadline_exceeded</c>) at once if its deadline has passed. A cancel of an OFFLOADED job abandons its
+/// request (<see cref="AbandonSend"/>). On shutdown sends in progress are abandoned: the jobs stay OFFLOADED and are
+/// re-sent on the next start.
 /// </summary>
 internal sealed class OffloadWorker(
     StoreHost storeHost,
@@ -37,8 +38,8 @@ internal sealed class OffloadWorker(
 
     /// <summary>
     /// Abandons the relay request of <paramref name="jobId"/> if one is in progress (<see cref="Ingest.JobControl"/>
-    /// calls it after storing the job CANCELED): the HTTP request is aborted, so the relay stops the job, and the
-    /// send ends without recording anything. Returns false when no request of that job is in progress (a send that
+    /// calls it after storing the job CANCELED): the HTTP request is aborted (a relay that notices cancels the job),
+    /// and the send ends without recording anything. Returns false when no request of that job is in progress (a send that
     /// starts later finds the job no longer OFFLOADED and does not send it).
     /// </summary>
     public bool AbandonSend(string jobId)
@@ -64,7 +65,7 @@ internal sealed class OffloadWorker(
             // Offload is off now but an earlier run left jobs OFFLOADED: run them locally, never strand them.
             foreach (var job in store.ListOffloaded())
             {
-                Return(store, job.Id, "offload is disabled");
+                Return(store, job, "offload is disabled");
             }
 
             return;
@@ -144,7 +145,7 @@ internal sealed class OffloadWorker(
                 var left = (deadline - time.GetUtcNow()).TotalMilliseconds;
                 if (left < 1)
                 {
-                    Return(store, job.Id, "deadline passed before sending");
+                    Return(store, job, "deadline passed before sending");
                     return;
                 }
 
@@ -185,7 +186,7 @@ internal sealed class OffloadWorker(
                 _ => "failed",
             };
             metrics.RelayErrors.WithLabels(kind).Inc();
-            Return(store, job.Id, kind + (outcome.Error is { } e ? ": " + e : ""));
+            Return(store, job, kind + (outcome.Error is { } e ? ": " + e : ""));
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
@@ -215,8 +216,39 @@ internal sealed class OffloadWorker(
         }
     }
 
-    private void Return(JobStore store, string jobId, string why)
+    /// <summary>
+    /// Puts a job the relay did not take back in the local queue, or, when its deadline has already passed, ends it
+    /// TIMED_OUT (<c>deadline_exceeded</c>) here: queued, it would only cost the executor two store commits to fail it
+    /// (under overload those commits took most of the executor's time, docs/BENCHMARKS.md Offload).
+    /// </summary>
+    private void Return(JobStore store, JobRecord job, string why)
     {
+        var now = time.GetUtcNow();
+        if (job.Deadline is { } deadline && (deadline - now).TotalMilliseconds < 1) // the send's own test: under 1 ms left
+        {
+            var waitedMs = (now - job.AcceptedAt).TotalMilliseconds;
+            var message = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"deadline_ms {job.Request.DeadlineMs} passed after {waitedMs:F0} ms while the job was offloaded ({why}); the job was not run");
+            bool expired;
+            lock (metrics.Gate)
+            {
+                expired = store.Finish(job.Id, JobStatuses.TimedOut, JobEvents.Error(job.Id, JobStatuses.TimedOut, JobErrorCodes.DeadlineExceeded, message));
+                if (expired)
+                {
+                    metrics.CountFinal(JobStatuses.TimedOut, JobErrorCodes.DeadlineExceeded);
+                }
+            }
+
+            if (expired)
+            {
+                OffloadLog.Expired(logger, job.Id, why);
+                signals.OutboxChanged.Set();
+            }
+
+            return;
+        }
+
+        var jobId = job.Id;
         bool moved;
         lock (metrics.Gate)
         {
@@ -255,4 +287,7 @@ internal static partial class OffloadLog
 
     [LoggerMessage(1405, LogLevel.Information, "The relay answered {Status} for job {JobId} after it had its final outcome (canceled meanwhile); the answer is ignored")]
     public static partial void AnswerIgnored(ILogger logger, string jobId, string status);
+
+    [LoggerMessage(1406, LogLevel.Information, "Offloaded job {JobId} ends TIMED_OUT: its deadline passed before the relay ran it ({Reason})")]
+    public static partial void Expired(ILogger logger, string jobId, string reason);
 }

@@ -17,10 +17,9 @@ namespace EdgeNode.Daemon.Tests.Offload;
 
 /// <summary>
 /// Cancelling a job the cloud relay holds (DESIGN.md §3 cancel topic, §5): the relay API (§6) has no cancel call,
-/// so the node ends the job CANCELED at once, abandons its relay request (the relay stops a job whose last waiting
-/// request went away) and never publishes a second final event. Real daemon (embedded MQTTnet broker, LiteDB), real
-/// HTTP: a relay on Kestrel (127.0.0.1) that holds every job until its request is aborted, so that a job is
-/// OFFLOADED when the cancel arrives on any machine.
+/// so the node ends the job CANCELED at once, aborts its relay request and never publishes a second final event.
+/// Real daemon (embedded MQTTnet broker, LiteDB), real HTTP: a relay on Kestrel (127.0.0.1) that holds every job
+/// until its request is aborted, so that a job is OFFLOADED when the cancel arrives on any machine.
 /// </summary>
 [Collection("Daemon")]
 public sealed class OffloadCancelTests
