@@ -16,17 +16,24 @@ namespace EdgeNode.Benchmarks;
 /// under $TMPDIR/edgenode-bench). speed: prompt of exactly 64 tokens, 64 new tokens, greedy; prints the best and median
 /// prefill tok/s (64 / time to first token) and decode tok/s (63 / decode time) over the runs after one warm-up, and
 /// peak RSS in MiB. memory: RSS after 50 and after N sequential tiny generations (every OrtValue disposed means flat).
+///   dotnet run -c Release --project tests/EdgeNode.Benchmarks -- ingest [--rate 5000] [--seconds 10] [--jobs 20000] ...
+/// ingest: the daemon's ingest path end to end (see <see cref="IngestBenchmark"/>).
 /// </summary>
 internal static class Program
 {
     private const int PromptTokens = 64;
     private const int NewTokens = 64;
 
-    public static int Main(string[] args)
+    public static async Task<int> Main(string[] args)
     {
         if (args.Length >= 1 && args[0] == "offload")
         {
-            return Offload.OffloadBenchmark.Run(args[1..]);
+            return await Offload.OffloadBenchmark.RunAsync(args[1..]);
+        }
+
+        if (args.Length >= 1 && args[0] == "ingest")
+        {
+            return await IngestBenchmark.RunAsync(args);
         }
 
         if (args.Length >= 1 && args[0] == "memory")
@@ -36,7 +43,8 @@ internal static class Program
 
         if (args.Length < 2 || args[0] != "speed")
         {
-            Console.Error.WriteLine("usage: speed MODEL [--threads N] [--opt all|extended|basic|none] [--runs N] | memory [--count N]");
+            Console.Error.WriteLine("usage: speed MODEL [--threads N] [--opt all|extended|basic|none] [--runs N] | memory [--count N]"
+                + " | ingest [--rate 5000] [--seconds 10] [--jobs 20000] [--publishers 4] [--window 256] [--state-root DIR] [--only open|saturation|idle]");
             return 2;
         }
 
@@ -158,10 +166,10 @@ internal static class Program
         return 0;
     }
 
-    private static int Option(string[] args, string name, int fallback) =>
+    internal static int Option(string[] args, string name, int fallback) =>
         int.TryParse(OptionText(args, name, string.Empty), NumberStyles.None, CultureInfo.InvariantCulture, out int value) ? value : fallback;
 
-    private static string OptionText(string[] args, string name, string fallback)
+    internal static string OptionText(string[] args, string name, string fallback)
     {
         int index = Array.IndexOf(args, name);
         return index >= 0 && index + 1 < args.Length ? args[index + 1] : fallback;

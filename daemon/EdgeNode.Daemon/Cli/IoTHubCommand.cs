@@ -34,7 +34,7 @@ internal static class IoTHubCommand
                 return 2;
             }
 
-            Console.WriteLine(SasToken.Create(parsed.Resource, parsed.SharedAccessKey, se));
+            Console.WriteLine(parsed.CreateToken(se));
             return 0;
         });
         return new Command("iothub", "Azure IoT Hub helpers.") { token };

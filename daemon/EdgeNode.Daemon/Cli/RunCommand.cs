@@ -1,13 +1,16 @@
 using System.CommandLine;
 using EdgeNode.Daemon.Hosting;
 using EdgeNode.Daemon.Queue;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace EdgeNode.Daemon.Cli;
 
 /// <summary><c>edgenode run [--Section:Key=value ...]</c>: runs the daemon until SIGTERM/SIGINT.</summary>
-internal static class RunCommand
+internal static partial class RunCommand
 {
     public static Command Create()
     {
@@ -34,6 +37,10 @@ internal static class RunCommand
         try
         {
             using var host = EdgeNodeHost.CreateBuilder(configArgs).Build();
+
+            // Bind and validate every options section before the host starts, so a configuration error is one
+            // clear line (below) rather than the host's "Hosting failed to start" log with a stack trace.
+            host.Services.GetService<IStartupValidator>()?.Validate();
             await host.RunAsync(cancellationToken);
             return 0;
         }
@@ -42,9 +49,10 @@ internal static class RunCommand
             await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + string.Join("; ", ex.Failures));
             return 2;
         }
-        catch (InvalidOperationException ex) when (ex.Message.Contains("configuration", StringComparison.OrdinalIgnoreCase))
+        catch (InvalidOperationException ex) when (ex.Message.Contains("configuration", StringComparison.OrdinalIgnoreCase)
+                                                   || ex.Message.Contains(nameof(BinderOptions.ErrorOnUnknownConfiguration), StringComparison.Ordinal))
         {
-            await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + ex.Message);
+            await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + DescribeBindingError(ex.Message));
             return 2;
         }
         catch (StoreLockedException ex)
@@ -58,4 +66,26 @@ internal static class RunCommand
             return 1;
         }
     }
+
+    /// <summary>
+    /// Rewrites the binder's unknown-key message ("... not found on the instance of X.QueueOptions: 'MaxJob'") as
+    /// "unknown key Queue:MaxJob"; other messages pass unchanged.
+    /// </summary>
+    internal static string DescribeBindingError(string message)
+    {
+        var match = UnknownKeys().Match(message);
+        if (!match.Success)
+        {
+            return message;
+        }
+
+        var section = match.Groups["type"].Value;
+        section = section.EndsWith("Options", StringComparison.Ordinal) ? section[..^"Options".Length] : section;
+        var keys = match.Groups["keys"].Value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(k => section + ":" + k.Trim('\''));
+        return $"unknown key {string.Join(", ", keys)} (check the spelling; the Configuration section of README.md lists the keys)";
+    }
+
+    [GeneratedRegex(@"instance of (?:[\w.]+\.)?(?<type>\w+): (?<keys>.+)$")]
+    private static partial Regex UnknownKeys();
 }

@@ -21,7 +21,6 @@ namespace EdgeNode.Daemon.Execution;
 internal sealed class Executor(
     StoreHost storeHost,
     ModelHost modelHost,
-    Mqtt.BrokerConnection broker,
     Outbox.OutboxPublisher outbox,
     NodeSignals signals,
     NodeMetrics metrics,
@@ -111,13 +110,15 @@ internal sealed class Executor(
                     continue;
                 }
 
+                // The model stays the same from this job's first token to its recorded outcome: a reload swaps between jobs.
+                using var lease = await modelHost.LeaseAsync(CancellationToken.None);
                 var busySince = time.GetTimestamp();
 
                 // CPU-bound: run on the thread pool so the host's threads stay free. Not tied to
                 // stoppingToken: a job that started is finished, then the loop stops.
                 var acceptedSeq = store.LastOutboxSeq;
                 var stream = job.Request.Stream
-                    ? new TokenStream(broker, job, () => outbox.WaitDeliveredThroughAsync(acceptedSeq, TimeSpan.FromSeconds(30)), logger)
+                    ? new TokenStream(outbox, job, () => outbox.WaitDeliveredThroughAsync(acceptedSeq, TimeSpan.FromSeconds(30)), logger)
                     : null;
                 var outcome = await Task.Run(() => Execute(job, stream, cancel.Token), CancellationToken.None);
                 lock (_currentGate)
@@ -206,7 +207,6 @@ internal sealed class Executor(
     private Outcome Execute(JobRecord job, TokenStream? stream, CancellationToken cancellationToken)
     {
         var request = job.Request;
-        Log.JobStarted(logger, job.Id, job.Attempts);
         var started = time.GetUtcNow();
         var queueMs = (started - job.AcceptedAt).TotalMilliseconds;
         if (job.Attempts > queueOptions.Value.MaxAttempts)
@@ -224,6 +224,7 @@ internal sealed class Executor(
             return Fail(job.Id, JobStatuses.TimedOut, JobErrorCodes.DeadlineExceeded, message);
         }
 
+        Log.JobStarted(logger, job.Id, job.Attempts); // only for a job that really runs (not poison, not expired)
         GenerationOutcome outcome;
         var streamToken = stream?.OnToken;
         var parameters = request.ToGenerationParameters() with

@@ -25,4 +25,13 @@ internal static partial class Log
 
     [LoggerMessage(307, LogLevel.Warning, "The job store is unavailable ({Reason}); retrying")]
     public static partial void StoreUnavailable(ILogger logger, string reason);
+
+    [LoggerMessage(311, LogLevel.Information, "Model reload: loading {Path} while the current model keeps serving")]
+    public static partial void ModelReloading(ILogger logger, string path);
+
+    [LoggerMessage(312, LogLevel.Warning, "Model reload refused, the current model keeps serving: {Reason}")]
+    public static partial void ModelReloadRefused(ILogger logger, string reason);
+
+    [LoggerMessage(313, LogLevel.Information, "Model swapped between jobs: {Previous} -> {Path} on {ExecutionProvider} ({Precision})")]
+    public static partial void ModelSwapped(ILogger logger, string previous, string path, string executionProvider, string precision);
 }

@@ -1,5 +1,4 @@
 using System.Threading.Channels;
-using EdgeNode.Daemon.Mqtt;
 using EdgeNode.Daemon.Queue;
 using EdgeNode.Shared.Inference;
 using EdgeNode.Shared.Jobs;
@@ -9,7 +8,8 @@ namespace EdgeNode.Daemon.Execution;
 
 /// <summary>
 /// Publishes the <c>token</c> events of a job with <c>"stream": true</c> (DESIGN.md §3:
-/// <c>{"type":"token","id":..,"seq":n,"text":".."}</c>, seq from 0) on its reply topic, from a task of its own so
+/// <c>{"type":"token","id":..,"seq":n,"text":".."}</c>, seq from 0) on its reply topic (through
+/// <see cref="Outbox.OutboxPublisher.PublishLiveAsync"/>: the broker, or IoT Hub D2C for a C2D job), from a task of its own so
 /// that decoding never waits for the broker. Only non-empty pieces are sent: the inference core holds back the
 /// bytes of a character split across tokens, so no event carries a broken character and the texts concatenate
 /// to the result's text. Token events are best effort (not in the outbox); the final event is durable.
@@ -21,11 +21,11 @@ internal sealed class TokenStream
     private readonly Task _publisher;
     private int _seq;
 
-    /// <param name="broker">The link the events go out on.</param>
+    /// <param name="outbox">Sends each event on the link its reply topic belongs to.</param>
     /// <param name="job">The job; its reply topic and correlation data are used.</param>
     /// <param name="logger">For publish failures.</param>
     /// <param name="acceptedDelivered">Completes when the job's <c>accepted</c> event has been published.</param>
-    public TokenStream(BrokerConnection broker, JobRecord job, Func<Task> acceptedDelivered, ILogger logger)
+    public TokenStream(Outbox.OutboxPublisher outbox, JobRecord job, Func<Task> acceptedDelivered, ILogger logger)
     {
         _jobId = job.Id;
         OnToken = token =>
@@ -42,7 +42,7 @@ internal sealed class TokenStream
             {
                 try
                 {
-                    await broker.PublishAsync(job.ReplyTopic, payload, job.CorrelationData, retain: false, CancellationToken.None);
+                    await outbox.PublishLiveAsync(job.ReplyTopic, payload, job.CorrelationData, CancellationToken.None);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {

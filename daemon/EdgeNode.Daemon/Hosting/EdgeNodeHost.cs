@@ -53,26 +53,33 @@ internal static class EdgeNodeHost
         return builder;
     }
 
+    /// <summary>
+    /// How every options section is bound: a key the section's options class does not have (a typo such as
+    /// <c>Queue:MaxJob</c>) is an error at start (exit 2 naming the key), not silently ignored
+    /// (<see cref="BinderOptions.ErrorOnUnknownConfiguration"/>).
+    /// </summary>
+    internal static void StrictBinding(BinderOptions options) => options.ErrorOnUnknownConfiguration = true;
+
     /// <summary>Registers the node's features. Hosted services start in this order and stop in reverse.</summary>
     public static HostApplicationBuilder AddEdgeNode(this HostApplicationBuilder builder)
     {
         var services = builder.Services;
-        services.AddOptions<NodeOptions>().BindConfiguration(NodeOptions.Section).ValidateDataAnnotations().ValidateOnStart();
-        services.AddOptions<MqttOptions>().BindConfiguration(MqttOptions.Section).ValidateDataAnnotations()
+        services.AddOptions<NodeOptions>().BindConfiguration(NodeOptions.Section, StrictBinding).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<MqttOptions>().BindConfiguration(MqttOptions.Section, StrictBinding).ValidateDataAnnotations()
             .Validate(o => o.Embedded.Port is > 0 and < 65536, "Mqtt:Embedded:Port must be between 1 and 65535.")
             .Validate(o => o.UsesEmbeddedBroker || o.Port is > 0 and < 65536, "Mqtt:Port must be between 1 and 65535.")
             .Validate(o => !o.UsesEmbeddedBroker || o.Embedded.Enabled, "Mqtt:Host is empty and Mqtt:Embedded:Enabled is false: configure a broker.")
             .ValidateOnStart();
-        services.AddOptions<InferenceOptions>().BindConfiguration(InferenceOptions.Section).ValidateDataAnnotations()
+        services.AddOptions<InferenceOptions>().BindConfiguration(InferenceOptions.Section, StrictBinding).ValidateDataAnnotations()
             .Validate(o => string.IsNullOrWhiteSpace(o.ModelPath) || File.Exists(o.ModelPath), "Inference:ModelPath names a file that does not exist.")
             .ValidateOnStart();
-        services.AddOptions<QueueOptions>().BindConfiguration(QueueOptions.Section).ValidateDataAnnotations().ValidateOnStart();
-        services.AddOptions<ExecutionOptions>().BindConfiguration(ExecutionOptions.Section).ValidateDataAnnotations().ValidateOnStart();
-        services.AddOptions<AdminOptions>().BindConfiguration(AdminOptions.Section).ValidateDataAnnotations()
+        services.AddOptions<QueueOptions>().BindConfiguration(QueueOptions.Section, StrictBinding).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<ExecutionOptions>().BindConfiguration(ExecutionOptions.Section, StrictBinding).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<AdminOptions>().BindConfiguration(AdminOptions.Section, StrictBinding).ValidateDataAnnotations()
             .Validate(o => string.IsNullOrWhiteSpace(o.Url) || Uri.TryCreate(o.Url, UriKind.Absolute, out _), "Admin:Url must be an absolute URL such as http://127.0.0.1:9600.")
             .ValidateOnStart();
 
-        services.AddOptions<OffloadOptions>().BindConfiguration(OffloadOptions.Section).ValidateDataAnnotations()
+        services.AddOptions<OffloadOptions>().BindConfiguration(OffloadOptions.Section, StrictBinding).ValidateDataAnnotations()
             .Validate(o => o.Validate() is null, "Offload options are invalid: check Offload:RelayUrl, Offload:DeviceKey (Base64), and RhoExitThreshold <= RhoThreshold.")
             .ValidateOnStart();
 

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using EdgeNode.Daemon.Execution;
 using EdgeNode.Daemon.Options;
 using Microsoft.Extensions.Logging;
 
@@ -13,10 +14,13 @@ internal sealed record DesiredOutcome(long Version, bool Applied, IReadOnlyList<
 /// invalid nothing is changed and the errors are reported. A null value restores the configured value. Live:
 /// <c>statusIntervalSeconds</c> (Node:StatusIntervalSeconds), <c>queueMaxJobs</c> / <c>queueMaxBytes</c> (Queue:MaxJobs,
 /// Queue:MaxBytes), <c>telemetryIntervalSeconds</c> (IoTHub:TelemetryIntervalSeconds), <c>logLevel</c>
-/// (Logging:LogLevel:Default). Reported as not applied: <c>modelPath</c> / <c>modelPaths</c> (need a restart),
-/// <c>executorCount</c> and <c>offloadThreshold</c> (not supported by this build), and unknown names.
+/// (Logging:LogLevel:Default), <c>modelPath</c> / <c>modelPaths</c> (Inference:ModelPath, Inference:ModelPaths: the model
+/// file, and a file per execution provider, loaded with <see cref="ModelHost.ReloadAsync"/> as the last check of the
+/// patch, so a file that is missing or not a GPT-2 model rejects the whole patch and the old model keeps serving).
+/// <c>offloadThreshold</c> (ρ above which jobs go to the relay, Offload:RhoThreshold, <see cref="Offload.OffloadRouter.SetThreshold"/>).
+/// Reported as not applied: <c>executorCount</c> (one executor per node), and unknown names.
 /// </summary>
-internal sealed class DesiredProperties(NodeOptions node, QueueOptions queue, IoTHubOptions hub, LiveConfiguration live)
+internal sealed class DesiredProperties(NodeOptions node, QueueOptions queue, IoTHubOptions hub, LiveConfiguration live, ModelHost model, Offload.OffloadRouter router)
 {
     private static readonly string[] LogLevels = Enum.GetNames<LogLevel>();
     private readonly int _initialStatusInterval = node.StatusIntervalSeconds;
@@ -35,11 +39,20 @@ internal sealed class DesiredProperties(NodeOptions node, QueueOptions queue, Io
         ["queueMaxBytes"] = queue.MaxBytes,
         ["telemetryIntervalSeconds"] = hub.TelemetryIntervalSeconds,
         ["logLevel"] = live.Get("Logging:LogLevel:Default") ?? "configured",
+        ["modelPath"] = model.Info.Path,
+        ["offloadThreshold"] = router.Threshold,
     };
 
-    /// <summary>Validates and applies <paramref name="patch"/> (a desired document or patch, with <c>$version</c>).</summary>
-    public DesiredOutcome Apply(JsonObject patch)
+    /// <summary>
+    /// Validates and applies <paramref name="patch"/> (a desired document or patch, with <c>$version</c>). A model change
+    /// is loaded after every other value passed validation and swapped between jobs before the rest is applied.
+    /// </summary>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was canceled while a new model waited for the running job.</exception>
+    public async Task<DesiredOutcome> ApplyAsync(JsonObject patch, CancellationToken cancellationToken)
     {
+        var modelRequested = false;
+        string? modelPath = null;
+        IReadOnlyDictionary<string, string>? modelPaths = null;
         var version = patch["$version"] is JsonValue v && v.TryGetValue<long>(out var ver) ? ver : -1;
         var errors = new List<string>();
         var notApplied = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -101,14 +114,51 @@ internal sealed class DesiredProperties(NodeOptions node, QueueOptions queue, Io
                     }
 
                     break;
-                case "modelPath" or "modelPaths":
-                    notApplied[name] = "not applied: requires restart (set Inference:ModelPath / Inference:ModelPaths in the configuration and restart the service)";
+                case "modelPath":
+                    modelRequested = true;
+                    if (value is null)
+                    {
+                        modelPath = model.StartPath; // removed: back to the configured file
+                    }
+                    else if (value is JsonValue p && p.TryGetValue<string>(out var path) && path.Length > 0)
+                    {
+                        modelPath = path;
+                    }
+                    else
+                    {
+                        errors.Add("modelPath must be a non-empty string (a model file on the node)");
+                    }
+
+                    break;
+                case "modelPaths":
+                    modelRequested = true;
+                    if (value is null)
+                    {
+                        modelPaths = model.StartPaths;
+                    }
+                    else if (ProviderPaths(value, errors) is { } map)
+                    {
+                        modelPaths = map;
+                    }
+
                     break;
                 case "executorCount":
                     notApplied[name] = "unsupported: this build runs one executor per node";
                     break;
                 case "offloadThreshold":
-                    notApplied[name] = "unsupported: this build has no relay offload";
+                    if (value is null)
+                    {
+                        changes.Add(() => router.SetThreshold(null)); // removed: back to Offload:RhoThreshold
+                    }
+                    else if (value is JsonValue t && t.GetValueKind() == System.Text.Json.JsonValueKind.Number && t.TryGetValue<double>(out var rho) && rho >= 0.01 && rho <= 100)
+                    {
+                        changes.Add(() => router.SetThreshold(rho));
+                    }
+                    else
+                    {
+                        errors.Add("offloadThreshold must be a number from 0.01 to 100 (ρ = λ/μ), got " + value.ToJsonString());
+                    }
+
                     break;
                 default:
                     notApplied[name] = "unknown property (ignored)";
@@ -121,12 +171,51 @@ internal sealed class DesiredProperties(NodeOptions node, QueueOptions queue, Io
             return new DesiredOutcome(version, false, errors, notApplied);
         }
 
+        if (modelRequested)
+        {
+            // Last check and first change: if the model is refused nothing else is applied either.
+            var reload = await model.ReloadAsync(new ModelReloadRequest(modelPath, modelPaths), cancellationToken);
+            if (reload.Status is ModelReloadStatus.Invalid or ModelReloadStatus.Busy)
+            {
+                return new DesiredOutcome(version, false, ["model not loaded: " + reload.Error], notApplied);
+            }
+        }
+
         foreach (var change in changes)
         {
             change();
         }
 
         return new DesiredOutcome(version, true, [], notApplied);
+    }
+
+    /// <summary>Reads <c>{"CUDA": "/models/fp16.onnx", ...}</c>; null (with an error added) when it is not that shape.</summary>
+    private static Dictionary<string, string>? ProviderPaths(JsonNode value, List<string> errors)
+    {
+        if (value is not JsonObject o)
+        {
+            errors.Add("modelPaths must be an object of execution provider to model file, e.g. {\"CUDA\": \"/models/fp16.onnx\"}");
+            return null;
+        }
+
+        var map = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (provider, file) in o)
+        {
+            if (EdgeNode.Shared.Inference.ExecutionProviderNames.Normalize(provider) is null)
+            {
+                errors.Add("modelPaths: '" + provider + "' is not an execution provider (known: " + string.Join(", ", EdgeNode.Shared.Inference.ExecutionProviderNames.All) + ")");
+            }
+            else if (file is JsonValue f && f.TryGetValue<string>(out var path) && path.Length > 0)
+            {
+                map[provider] = path;
+            }
+            else if (file is not null)
+            {
+                errors.Add("modelPaths:" + provider + " must be a non-empty string");
+            }
+        }
+
+        return map;
     }
 
     private static long? Int(string name, JsonNode? value, long min, long max, long initial, List<string> errors)

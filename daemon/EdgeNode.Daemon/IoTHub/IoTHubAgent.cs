@@ -18,8 +18,10 @@ namespace EdgeNode.Daemon.IoTHub;
 /// properties (<see cref="DesiredProperties"/>) and reports; it applies desired patches as they come and reports the
 /// <c>$version</c> applied with any errors; it answers direct methods (getStatus, getJob, cancelJob, drain, resume,
 /// reloadModel) with JSON and status 200/400/404/409/500; and it sends telemetry (the status document) as D2C every
-/// <c>IoTHub:TelemetryIntervalSeconds</c>. Twin requests answered 429 (throttled) or timing out are retried with
-/// jittered exponential backoff (Polly).
+/// <c>IoTHub:TelemetryIntervalSeconds</c>, reporting the properties again at the same time (λ, μ, ρ move). Twin requests
+/// answered 429 (throttled) or timing out are retried with jittered exponential backoff (Polly).
+/// <c>reloadModel</c> runs in the background (the running job finishes first), so that a second call meanwhile is
+/// answered 409 at once and the other methods keep working.
 /// </summary>
 internal sealed class IoTHubAgent : BackgroundService
 {
@@ -35,11 +37,14 @@ internal sealed class IoTHubAgent : BackgroundService
     private readonly ILogger<IoTHubAgent> _logger;
     private readonly ResiliencePipeline _twinPipeline;
     private readonly Signal _telemetryChanged = new();
+    private readonly Execution.ModelHost _model;
+    private Task _reload = Task.CompletedTask;
     private long _lastDesiredVersion = -1;
     private JsonObject _lastDesiredReport = new() { ["$version"] = null, ["status"] = "none" };
 
-    public IoTHubAgent(IoTHubLink link, StatusPublisher status, JobControl jobs, DesiredProperties desired, IOptions<IoTHubOptions> options, TimeProvider time, ILogger<IoTHubAgent> logger)
+    public IoTHubAgent(IoTHubLink link, StatusPublisher status, JobControl jobs, DesiredProperties desired, Execution.ModelHost model, IOptions<IoTHubOptions> options, TimeProvider time, ILogger<IoTHubAgent> logger)
     {
+        _model = model;
         _link = link;
         _status = status;
         _jobs = jobs;
@@ -92,6 +97,7 @@ internal sealed class IoTHubAgent : BackgroundService
         }
 
         await telemetry;
+        await _reload;
     }
 
     /// <summary>GET the twin, apply its desired document if its version is new, report.</summary>
@@ -102,7 +108,7 @@ internal sealed class IoTHubAgent : BackgroundService
             var response = await _twinPipeline.ExecuteAsync(async ct => Check(await _link.TwinRequestAsync(IoTHubTopics.TwinGet, [], TimeSpan.FromSeconds(30), ct)), cancellationToken);
             if (JsonNode.Parse(response.Body) is JsonObject twin && twin["desired"] is JsonObject desired)
             {
-                ApplyDesired(desired);
+                await ApplyDesiredAsync(desired, cancellationToken);
             }
 
             await ReportAsync(cancellationToken);
@@ -119,7 +125,7 @@ internal sealed class IoTHubAgent : BackgroundService
         {
             if (JsonNode.Parse(body) is JsonObject patch)
             {
-                ApplyDesired(patch);
+                await ApplyDesiredAsync(patch, cancellationToken);
                 await ReportAsync(cancellationToken);
             }
         }
@@ -129,7 +135,7 @@ internal sealed class IoTHubAgent : BackgroundService
         }
     }
 
-    private void ApplyDesired(JsonObject desired)
+    private async Task ApplyDesiredAsync(JsonObject desired, CancellationToken cancellationToken)
     {
         var version = desired["$version"] is JsonValue v && v.TryGetValue<long>(out var ver) ? ver : -1;
         if (version >= 0 && version == _lastDesiredVersion)
@@ -137,7 +143,7 @@ internal sealed class IoTHubAgent : BackgroundService
             return; // already applied (a twin GET after a reconnect)
         }
 
-        var outcome = _desired.Apply(desired);
+        var outcome = await _desired.ApplyAsync(desired, cancellationToken);
         _lastDesiredVersion = version;
         var notApplied = new JsonObject();
         foreach (var (k, reason) in outcome.NotApplied)
@@ -169,6 +175,7 @@ internal sealed class IoTHubAgent : BackgroundService
         var jobs = snapshot["jobs"] is Dictionary<string, double> counters
             ? new JsonObject(counters.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))))
             : [];
+        var offload = snapshot["offload"] as Dictionary<string, object?> ?? [];
         return new JsonObject
         {
             ["version"] = snapshot["version"] as string,
@@ -179,6 +186,19 @@ internal sealed class IoTHubAgent : BackgroundService
             ["inFlight"] = snapshot["in_flight"] is int f ? f : 0,
             ["draining"] = _jobs.Draining,
             ["jobs"] = jobs,
+
+            // DESIGN.md §5, from the offload router's estimator: jobs/s, ρ = λ/μ, M/M/1 W = 1/(μ−λ) in seconds;
+            // null while unknown or infinite (no service time measured yet, or ρ ≥ 1).
+            ["queueing"] = new JsonObject
+            {
+                ["arrivalRate"] = offload.GetValueOrDefault("arrival_rate") as double?,
+                ["serviceRate"] = offload.GetValueOrDefault("service_rate") as double?,
+                ["utilization"] = offload.GetValueOrDefault("utilization") as double?,
+                ["predictedTimeInSystemSeconds"] = offload.GetValueOrDefault("predicted_time_in_system_s") as double?,
+                ["tokensPerSecond"] = offload.GetValueOrDefault("tokens_per_second") as double?,
+                ["offloadEnabled"] = offload.GetValueOrDefault("enabled") as bool?,
+                ["relayCircuit"] = offload.GetValueOrDefault("circuit") as string,
+            },
             ["config"] = _desired.Current(),
             ["desired"] = _lastDesiredReport.DeepClone(),
         };
@@ -206,6 +226,12 @@ internal sealed class IoTHubAgent : BackgroundService
 
     private async Task OnMethodAsync(HubControl.Method call, CancellationToken cancellationToken)
     {
+        if (call.Name == "reloadModel")
+        {
+            OnReloadModel(call, cancellationToken);
+            return;
+        }
+
         int status;
         JsonNode body;
         try
@@ -217,6 +243,11 @@ internal sealed class IoTHubAgent : BackgroundService
             (status, body) = (500, Error("internal", ex.Message));
         }
 
+        await RespondAsync(call, status, body, report: call.Name is "drain" or "resume" or "cancelJob" && status == 200, cancellationToken);
+    }
+
+    private async Task RespondAsync(HubControl.Method call, int status, JsonNode body, bool report, CancellationToken cancellationToken)
+    {
         try
         {
             await _link.RespondAsync(call.Rid, status, Encoding.UTF8.GetBytes(body.ToJsonString()), cancellationToken);
@@ -227,17 +258,139 @@ internal sealed class IoTHubAgent : BackgroundService
             IoTHubLog.MethodResponseFailed(_logger, call.Name, ex.Message);
         }
 
-        if (call.Name is "drain" or "resume" or "cancelJob" && status == 200)
+        if (report)
         {
-            try
+            await TryReportAsync(cancellationToken);
+        }
+    }
+
+    private async Task TryReportAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await ReportAsync(cancellationToken);
+        }
+        catch (Exception ex) when (ex is IOException or TimeoutException or TwinThrottledException)
+        {
+            IoTHubLog.TwinFailed(_logger, ex.Message);
+        }
+    }
+
+    /// <summary>
+    /// <c>reloadModel</c>, payload <c>{"path": "/models/model.onnx", "paths": {"CUDA": "/models/fp16.onnx"}}</c> (both
+    /// optional; none reloads the current files): 200 with the new model once it serves, 400 for a bad payload, a
+    /// missing file or a model without the GPT-2 signature (the old model keeps serving), 409 while another reload runs.
+    /// The reload runs in the background; the answer is sent when it ends.
+    /// </summary>
+    private void OnReloadModel(HubControl.Method call, CancellationToken cancellationToken)
+    {
+        if (ReloadRequest(call.Body, out var problem) is not { } request)
+        {
+            _reload = Task.WhenAll(_reload, RespondAsync(call, 400, Error("invalid_request", problem!), report: false, cancellationToken));
+            return;
+        }
+
+        // ReloadAsync claims the single reload slot before its first await, so the next method call already sees it taken.
+        var reload = _model.ReloadAsync(request, cancellationToken);
+        _reload = Task.WhenAll(_reload, AnswerReloadAsync(call, reload, cancellationToken));
+    }
+
+    private async Task AnswerReloadAsync(HubControl.Method call, Task<Execution.ModelReloadOutcome> reload, CancellationToken cancellationToken)
+    {
+        Execution.ModelReloadOutcome outcome;
+        try
+        {
+            outcome = await reload;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return; // stopping: the old model stays; the hub times the call out
+        }
+
+        var info = outcome.Model;
+        var (status, body) = outcome.Status switch
+        {
+            Execution.ModelReloadStatus.Busy => (409, Error("reload_in_progress", outcome.Error!)),
+            Execution.ModelReloadStatus.Invalid => (400, Error("invalid_model", outcome.Error! + " (the previous model keeps serving)")),
+            _ => (200, (JsonNode)new JsonObject
             {
-                await ReportAsync(cancellationToken);
-            }
-            catch (Exception ex) when (ex is IOException or TimeoutException or TwinThrottledException)
+                ["reloaded"] = outcome.Status == Execution.ModelReloadStatus.Swapped,
+                ["model"] = Path.GetFileName(info.Path),
+                ["path"] = info.Path,
+                ["previous"] = outcome.PreviousPath,
+                ["execution_provider"] = info.ExecutionProvider,
+                ["precision"] = info.Precision,
+                ["variant"] = info.Variant.ToString(),
+                ["n_layer"] = info.NLayer,
+                ["n_head"] = info.NHead,
+                ["n_embd"] = info.NEmbd,
+                ["vocab_size"] = info.VocabSize,
+                ["n_positions"] = info.NPositions,
+            }),
+        };
+        IoTHubLog.OperatorAction(_logger, "reloadModel: " + (status == 200 ? "serving " + info.Path : outcome.Error));
+        await RespondAsync(call, status, body, report: status == 200, cancellationToken);
+    }
+
+    private static Execution.ModelReloadRequest? ReloadRequest(byte[] payload, out string? problem)
+    {
+        problem = null;
+        JsonNode? request;
+        try
+        {
+            request = payload.Length == 0 ? null : JsonNode.Parse(payload);
+        }
+        catch (JsonException)
+        {
+            problem = "the method payload is not JSON";
+            return null;
+        }
+
+        if (request is null)
+        {
+            return new Execution.ModelReloadRequest(null, null);
+        }
+
+        const string Shape = "payload must be {\"path\": \"<model file>\", \"paths\": {\"<provider>\": \"<model file>\"}} (both optional)";
+        if (request is not JsonObject o)
+        {
+            problem = Shape;
+            return null;
+        }
+
+        string? path = null;
+        if (o["path"] is { } p)
+        {
+            if (p is not JsonValue v || !v.TryGetValue<string>(out path) || path.Length == 0)
             {
-                IoTHubLog.TwinFailed(_logger, ex.Message);
+                problem = Shape;
+                return null;
             }
         }
+
+        Dictionary<string, string>? paths = null;
+        if (o["paths"] is { } ps)
+        {
+            if (ps is not JsonObject map)
+            {
+                problem = Shape;
+                return null;
+            }
+
+            paths = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+            foreach (var (provider, file) in map)
+            {
+                if (file is not JsonValue f || !f.TryGetValue<string>(out var text) || text.Length == 0)
+                {
+                    problem = Shape;
+                    return null;
+                }
+
+                paths[provider] = text;
+            }
+        }
+
+        return new Execution.ModelReloadRequest(path, paths);
     }
 
     /// <summary>Runs a direct method; returns its status and JSON body.</summary>
@@ -315,11 +468,6 @@ internal sealed class IoTHubAgent : BackgroundService
                 IoTHubLog.OperatorAction(_logger, "resume: taking new jobs again");
                 return (200, new JsonObject { ["draining"] = false });
 
-            case "reloadModel":
-                // Honest answer: the model host loads once at start; swapping a live ORT session safely (in-flight
-                // job, provider chain, TensorRT engine build) is not implemented.
-                return (409, Error("restart_required", "reloadModel is not supported while running: change Inference:ModelPath / ModelPaths and restart the service (systemctl restart edgenode)"));
-
             default:
                 return (404, Error("unknown_method", "unknown method " + name + "; known: getStatus, getJob, cancelJob, drain, resume, reloadModel"));
         }
@@ -355,6 +503,8 @@ internal sealed class IoTHubAgent : BackgroundService
                 {
                     IoTHubLog.TelemetryFailed(_logger, ex.Message);
                 }
+
+                await TryReportAsync(cancellationToken); // λ, μ, ρ and the counters move: keep the twin current
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)

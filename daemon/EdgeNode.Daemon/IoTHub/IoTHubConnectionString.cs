@@ -1,3 +1,5 @@
+using EdgeNode.Shared.Offload;
+
 namespace EdgeNode.Daemon.IoTHub;
 
 /// <summary>
@@ -62,7 +64,20 @@ internal sealed record IoTHubConnectionString(string HostName, string DeviceId, 
     }
 
     /// <summary>The SAS resource of this device, <c>{HostName}/devices/{DeviceId}</c>.</summary>
-    public string Resource => SasToken.DeviceResource(HostName, DeviceId);
+    public string Resource => SharedAccessSignature.DeviceResource(HostName, DeviceId);
+
+    /// <summary>
+    /// The device SAS token (the MQTT password) valid until <paramref name="expiryUnixSeconds"/>, made by the one SAS
+    /// implementation shared with the cloud relay (<see cref="SharedAccessSignature.Create"/>; DESIGN.md §7, Microsoft
+    /// Learn "Control access to IoT Hub with shared access signatures"). Pure: same inputs, same token. Never log it.
+    /// </summary>
+    /// <param name="expiryUnixSeconds">Expiry, seconds since 1970-01-01 UTC.</param>
+    /// <exception cref="InvalidOperationException">The connection string has no SharedAccessKey (X.509 authentication).</exception>
+    public string CreateToken(long expiryUnixSeconds) =>
+        SharedAccessSignature.Create(
+            Resource,
+            Convert.FromBase64String(SharedAccessKey ?? throw new InvalidOperationException("the connection string has no SharedAccessKey")),
+            expiryUnixSeconds);
 
     /// <summary>The MQTT user name IoT Hub expects: <c>{HostName}/{DeviceId}/?api-version=2021-04-12</c>.</summary>
     public string UserName => HostName + "/" + DeviceId + "/?api-version=" + IoTHubTopics.ApiVersion;

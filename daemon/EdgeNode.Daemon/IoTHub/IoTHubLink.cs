@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Collections.Concurrent;
-using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using System.Threading.Channels;
 using EdgeNode.Daemon.Hosting;
@@ -13,8 +12,6 @@ using Microsoft.Extensions.Options;
 using MQTTnet;
 using MQTTnet.Formatter;
 using MQTTnet.Protocol;
-using Polly;
-using Polly.Retry;
 
 namespace EdgeNode.Daemon.IoTHub;
 
@@ -37,10 +34,11 @@ internal abstract record HubControl
 /// <summary>
 /// The IoT Hub device link (DESIGN.md §7; "Communicate with an IoT hub using the MQTT protocol"): one MQTTnet client
 /// speaking MQTT 3.1.1 over TLS on 8883 (or WebSockets on 443, path <c>/$iothub/websocket</c>), ClientId = device id,
-/// user name <c>{host}/{deviceId}/?api-version=2021-04-12</c>, password a SAS token (<see cref="SasToken"/>) valid for
+/// user name <c>{host}/{deviceId}/?api-version=2021-04-12</c>, password a SAS token (<see cref="IoTHubConnectionString.CreateToken"/>) valid for
 /// <c>IoTHub:TokenTtlSeconds</c> and renewed by reconnecting at 80% of it, clean session off so C2D messages wait
-/// for us. Reconnects with jittered exponential backoff (a Polly pipeline; throttled CONNACKs and forced disconnects
-/// are retried the same way, never in a tight loop) and watches the link with pings. At most one connection.
+/// for us. Kept connected by an <see cref="MqttLinkSupervisor"/> (the same loop as the broker link): jittered
+/// exponential backoff (throttled CONNACKs and forced disconnects are retried the same way, never in a tight loop), a
+/// ping watchdog, and the token renewal reconnect. At most one connection.
 /// C2D messages go to the ingest pipeline (<see cref="IInboundJobSource"/>) and are acknowledged after commit;
 /// job events of C2D jobs come back from the outbox (<see cref="IOutboxRoute"/>) and leave as D2C messages.
 /// The SAS key and tokens are never logged.
@@ -59,8 +57,7 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
     private readonly Channel<InboundMessage> _inbound = Channel.CreateBounded<InboundMessage>(new BoundedChannelOptions(1000) { SingleWriter = true });
     private readonly Channel<HubControl> _control = Channel.CreateUnbounded<HubControl>(new UnboundedChannelOptions { SingleWriter = true, SingleReader = true });
     private readonly ConcurrentDictionary<string, TaskCompletionSource<TwinResponse>> _pending = new();
-    private readonly Signal _linkChanged = new();
-    private readonly ResiliencePipeline _connectPipeline;
+    private readonly MqttLinkSupervisor _supervisor;
     private long _generation;
     private long _rid;
     private DateTimeOffset _renewAt = DateTimeOffset.MaxValue;
@@ -76,6 +73,21 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
         _logger = logger;
         _client = new MqttClientFactory().CreateMqttClient();
         _client.ApplicationMessageReceivedAsync += OnMessageAsync;
+        _supervisor = new MqttLinkSupervisor
+        {
+            Client = _client,
+            Time = time,
+            ConnectOnce = ConnectOnceAsync,
+            KeepAlive = TimeSpan.FromSeconds(_options.KeepAliveSeconds),
+            InitialBackoff = TimeSpan.FromMilliseconds(_options.InitialBackoffMilliseconds),
+            MaxBackoff = TimeSpan.FromSeconds(_options.MaxBackoffSeconds),
+            OnConnectRetry = (reason, delay) => IoTHubLog.ConnectFailed(_logger, _identity.HostName, _options.EffectivePort, reason, delay.TotalMilliseconds),
+            OnPingFailed = () => IoTHubLog.PingFailed(_logger),
+
+            // No in-band token refresh in IoT Hub's MQTT: reconnect with a fresh token before this one expires.
+            RenewAt = () => _renewAt,
+            OnRenew = () => IoTHubLog.RenewingToken(_logger),
+        };
         _client.DisconnectedAsync += e =>
         {
             if (!_stopping)
@@ -88,25 +100,9 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
                 pending.TrySetException(new IOException("the IoT Hub link went down"));
             }
 
-            _linkChanged.Set();
+            _supervisor.Wake();
             return Task.CompletedTask;
         };
-        _connectPipeline = new ResiliencePipelineBuilder { TimeProvider = time }
-            .AddRetry(new RetryStrategyOptions
-            {
-                ShouldHandle = new PredicateBuilder().Handle<Exception>(ex => ex is not OperationCanceledException),
-                MaxRetryAttempts = int.MaxValue,
-                BackoffType = DelayBackoffType.Exponential,
-                UseJitter = true,
-                Delay = TimeSpan.FromMilliseconds(_options.InitialBackoffMilliseconds),
-                MaxDelay = TimeSpan.FromSeconds(_options.MaxBackoffSeconds),
-                OnRetry = args =>
-                {
-                    IoTHubLog.ConnectFailed(_logger, _identity.HostName, _options.EffectivePort, args.Outcome.Exception?.Message ?? "unknown", args.RetryDelay.TotalMilliseconds);
-                    return default;
-                },
-            })
-            .Build();
     }
 
     public IoTHubTopics Topics { get; }
@@ -201,45 +197,7 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
     public Task RespondAsync(string rid, int status, byte[] body, CancellationToken cancellationToken) =>
         PublishRawAsync(IoTHubTopics.MethodResponse(status, rid), body, MqttQualityOfServiceLevel.AtMostOnce, cancellationToken);
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        try
-        {
-            while (!stoppingToken.IsCancellationRequested)
-            {
-                if (!_client.IsConnected)
-                {
-                    await _connectPipeline.ExecuteAsync(ConnectOnceAsync, stoppingToken);
-                }
-                else if (!await _client.TryPingAsync(stoppingToken))
-                {
-                    IoTHubLog.PingFailed(_logger);
-                    await DisconnectQuietlyAsync();
-                    continue;
-                }
-
-                var now = _time.GetUtcNow();
-                if (_client.IsConnected && now >= _renewAt)
-                {
-                    // No in-band token refresh in IoT Hub's MQTT: reconnect with a fresh token before this one expires.
-                    IoTHubLog.RenewingToken(_logger);
-                    await DisconnectQuietlyAsync();
-                    continue;
-                }
-
-                var wait = TimeSpan.FromSeconds(_options.KeepAliveSeconds / 2.0);
-                if (_renewAt - now < wait)
-                {
-                    wait = _renewAt - now;
-                }
-
-                await _linkChanged.WaitAsync(wait, _time, stoppingToken);
-            }
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
-    }
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => _supervisor.RunAsync(stoppingToken);
 
     public override async Task StopAsync(CancellationToken cancellationToken)
     {
@@ -247,7 +205,7 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
         await base.StopAsync(cancellationToken);
         if (_client.IsConnected)
         {
-            await DisconnectQuietlyAsync();
+            await _supervisor.DisconnectQuietlyAsync();
         }
     }
 
@@ -307,11 +265,11 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
         }
 
         DateTimeOffset? expiry = null;
-        if (_identity.SharedAccessKey is { } key)
+        if (_identity.SharedAccessKey is not null)
         {
             var issued = _time.GetUtcNow();
             expiry = issued.AddSeconds(_options.TokenTtlSeconds);
-            var token = SasToken.Create(_identity.Resource, key, expiry.Value.ToUnixTimeSeconds());
+            var token = _identity.CreateToken(expiry.Value.ToUnixTimeSeconds());
             builder.WithCredentials(_identity.UserName, token);
             _renewAt = issued.AddSeconds(_options.TokenTtlSeconds * 0.8);
         }
@@ -334,7 +292,7 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
         if (result.ResultCode != MqttClientConnectResultCode.Success)
         {
             // MQTTnet does not throw on a refused CONNACK (notes/mqttnet.md); IoT Hub answers "server unavailable" when throttling.
-            await DisconnectQuietlyAsync();
+            await _supervisor.DisconnectQuietlyAsync();
             throw new IOException("IoT Hub refused the connection: " + result.ResultCode);
         }
 
@@ -347,7 +305,7 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
             var code = sub.Items.First().ResultCode;
             if (code is not (MqttClientSubscribeResultCode.GrantedQoS0 or MqttClientSubscribeResultCode.GrantedQoS1))
             {
-                await DisconnectQuietlyAsync();
+                await _supervisor.DisconnectQuietlyAsync();
                 throw new IOException("IoT Hub refused the subscription to " + topic + ": " + code);
             }
         }
@@ -357,24 +315,24 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
         _signals.OutboxChanged.Set(); // D2C events that waited for the link
     }
 
+    /// <summary>
+    /// TLS 1.2/1.3 to the hub: the server certificate is checked against <c>IoTHub:CaFile</c> when set (through a
+    /// validation handler, so that the WebSocket transport checks it too), else against the system store;
+    /// <c>IoTHub:ClientCertificateFile</c> (+ <c>ClientKeyFile</c>) is the X.509 device identity.
+    /// </summary>
     private MqttClientTlsOptions Tls(string host)
     {
         var builder = new MqttClientTlsOptionsBuilder().UseTls().WithTargetHost(host)
             .WithSslProtocols(System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13);
         if (!string.IsNullOrWhiteSpace(_options.CaFile))
         {
-            var roots = new X509Certificate2Collection();
-            roots.ImportFromPemFile(_options.CaFile);
-            builder.WithTrustChain(roots);
+            var roots = BrokerTls.LoadRoots(_options.CaFile, "IoTHub:CaFile");
+            builder.WithCertificateValidationHandler(e => BrokerTls.ValidateWithRoots(e.Certificate, e.SslPolicyErrors, roots));
         }
 
         if (!string.IsNullOrWhiteSpace(_options.ClientCertificateFile))
         {
-            var file = _options.ClientCertificateFile;
-            var cert = file.EndsWith(".p12", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase)
-                ? X509CertificateLoader.LoadPkcs12FromFile(file, password: null)
-                : X509Certificate2.CreateFromPemFile(file, _options.ClientKeyFile);
-            builder.WithClientCertificates([X509CertificateLoader.LoadPkcs12(cert.Export(X509ContentType.Pkcs12), password: null)]);
+            builder.WithClientCertificates([BrokerTls.LoadClientCertificate(_options.ClientCertificateFile, _options.ClientKeyFile, "IoTHub:ClientCertificateFile")]);
         }
 
         return builder.Build();
@@ -425,18 +383,6 @@ internal sealed class IoTHubLink : BackgroundService, IInboundJobSource, IOutbox
         catch (JsonException)
         {
             return "event";
-        }
-    }
-
-    private async Task DisconnectQuietlyAsync()
-    {
-        try
-        {
-            await _client.DisconnectAsync(new MqttClientDisconnectOptions(), CancellationToken.None);
-        }
-        catch (Exception ex) when (ex is not OperationCanceledException)
-        {
-            // Already gone.
         }
     }
 }

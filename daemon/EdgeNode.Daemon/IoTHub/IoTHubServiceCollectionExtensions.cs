@@ -22,13 +22,15 @@ internal static class IoTHubServiceCollectionExtensions
         var live = new LiveConfiguration();
         ((IConfigurationBuilder)builder.Configuration).Add(live);
         var services = builder.Services;
-        services.AddOptions<IoTHubOptions>().BindConfiguration(IoTHubOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<IoTHubOptions>().BindConfiguration(IoTHubOptions.Section, Hosting.EdgeNodeHost.StrictBinding).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(live);
         services.AddSingleton(sp => new DesiredProperties(
             sp.GetRequiredService<IOptions<NodeOptions>>().Value,
             sp.GetRequiredService<IOptions<QueueOptions>>().Value,
             sp.GetRequiredService<IOptions<IoTHubOptions>>().Value,
-            live));
+            live,
+            sp.GetRequiredService<Execution.ModelHost>(),
+            sp.GetRequiredService<Offload.OffloadRouter>()));
         services.AddSingleton<IoTHubLink>();
         services.AddSingleton<IInboundJobSource>(sp => sp.GetRequiredService<IoTHubLink>());
         services.AddSingleton<IOutboxRoute>(sp => sp.GetRequiredService<IoTHubLink>());

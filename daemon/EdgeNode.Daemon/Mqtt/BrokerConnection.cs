@@ -8,8 +8,6 @@ using Microsoft.Extensions.Options;
 using MQTTnet;
 using MQTTnet.Formatter;
 using MQTTnet.Protocol;
-using Polly;
-using Polly.Retry;
 
 namespace EdgeNode.Daemon.Mqtt;
 
@@ -56,8 +54,8 @@ internal sealed record InboundMessage(MqttApplicationMessageReceivedEventArgs Ar
 /// <summary>
 /// The data-plane MQTT client (MQTTnet 5): connects with a persistent session, subscribes to the pool
 /// topic (shared subscription when the broker offers it) and the node topic at QoS 1 with manual
-/// acknowledgement, hands received messages to the ingest loop through a bounded channel, reconnects
-/// with jittered exponential backoff (a Polly pipeline) and watches the link with pings, because
+/// acknowledgement, hands received messages to the ingest loop through a bounded channel, and is kept
+/// connected by an <see cref="MqttLinkSupervisor"/> (jittered exponential backoff, ping watchdog), because
 /// MQTTnet 5 has no managed client and its disconnect event can be missed (notes/mqttnet.md).
 /// </summary>
 internal sealed class BrokerConnection : BackgroundService
@@ -69,8 +67,7 @@ internal sealed class BrokerConnection : BackgroundService
     private readonly ILogger<BrokerConnection> _logger;
     private readonly IMqttClient _client;
     private readonly Channel<InboundMessage> _inbound;
-    private readonly Signal _linkChanged = new();
-    private readonly ResiliencePipeline _connectPipeline;
+    private readonly MqttLinkSupervisor _supervisor;
     private readonly NodeMetrics _metrics;
     private long _generation;
     private volatile bool _stopping;
@@ -87,6 +84,22 @@ internal sealed class BrokerConnection : BackgroundService
         _inbound = Channel.CreateBounded<InboundMessage>(new BoundedChannelOptions(10_000) { SingleReader = true, SingleWriter = true });
         _client = new MqttClientFactory().CreateMqttClient();
         _client.ApplicationMessageReceivedAsync += OnMessageAsync;
+        _supervisor = new MqttLinkSupervisor
+        {
+            Client = _client,
+            Time = time,
+            ConnectOnce = ConnectOnceAsync,
+            KeepAlive = TimeSpan.FromSeconds(_options.KeepAliveSeconds),
+            InitialBackoff = TimeSpan.FromMilliseconds(250),
+            MaxBackoff = TimeSpan.FromSeconds(30),
+            OnConnectRetry = (reason, _) => Log.ConnectFailed(_logger, Host, Port, reason),
+            OnPingFailed = () =>
+            {
+                Log.PingFailed(_logger);
+                _state.BrokerConnected = false;
+            },
+            OnLinkLost = () => ConnectionChanged?.Invoke(false),
+        };
         _client.DisconnectedAsync += e =>
         {
             _state.BrokerConnected = false;
@@ -95,25 +108,9 @@ internal sealed class BrokerConnection : BackgroundService
                 Log.Disconnected(_logger, e.Reason.ToString());
             }
 
-            _linkChanged.Set();
+            _supervisor.Wake();
             return Task.CompletedTask;
         };
-        _connectPipeline = new ResiliencePipelineBuilder { TimeProvider = time }
-            .AddRetry(new RetryStrategyOptions
-            {
-                ShouldHandle = new PredicateBuilder().Handle<Exception>(ex => ex is not OperationCanceledException),
-                MaxRetryAttempts = int.MaxValue,
-                BackoffType = DelayBackoffType.Exponential,
-                UseJitter = true,
-                Delay = TimeSpan.FromMilliseconds(250),
-                MaxDelay = TimeSpan.FromSeconds(30),
-                OnRetry = args =>
-                {
-                    Log.ConnectFailed(_logger, Host, Port, args.Outcome.Exception?.Message ?? "unknown");
-                    return default;
-                },
-            })
-            .Build();
     }
 
     public Topics Topics { get; }
@@ -125,6 +122,12 @@ internal sealed class BrokerConnection : BackgroundService
     public event Action<bool>? ConnectionChanged;
 
     public bool IsConnected => _client.IsConnected;
+
+    /// <summary>
+    /// How many QoS 1 PUBLISHes the broker accepts unacknowledged on the current connection: its MQTT 5 Receive Maximum
+    /// from the CONNACK (MQTT 5 §3.2.2.3.3), else 65,535. The outbox keeps at most this many in flight.
+    /// </summary>
+    public int ReceiveMaximum { get; private set; } = ushort.MaxValue;
 
     /// <summary>The connection generation; increases with every successful connect.</summary>
     public long Generation => Interlocked.Read(ref _generation);
@@ -170,36 +173,7 @@ internal sealed class BrokerConnection : BackgroundService
         await message.Args.AcknowledgeAsync(cancellationToken);
     }
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        try
-        {
-            while (!stoppingToken.IsCancellationRequested)
-            {
-                if (!_client.IsConnected)
-                {
-                    await _connectPipeline.ExecuteAsync(ConnectOnceAsync, stoppingToken);
-                }
-                else if (!await _client.TryPingAsync(stoppingToken))
-                {
-                    Log.PingFailed(_logger);
-                    _state.BrokerConnected = false;
-                    ConnectionChanged?.Invoke(false);
-                    await DisconnectQuietlyAsync();
-                    continue;
-                }
-
-                await _linkChanged.WaitAsync(TimeSpan.FromSeconds(_options.KeepAliveSeconds / 2.0), _time, stoppingToken);
-                if (!_client.IsConnected)
-                {
-                    ConnectionChanged?.Invoke(false);
-                }
-            }
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
-    }
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => _supervisor.RunAsync(stoppingToken);
 
     public override async Task StopAsync(CancellationToken cancellationToken)
     {
@@ -261,7 +235,7 @@ internal sealed class BrokerConnection : BackgroundService
         if (result.ResultCode != MqttClientConnectResultCode.Success)
         {
             // MQTTnet does not throw on a refused CONNACK (notes/mqttnet.md).
-            await DisconnectQuietlyAsync();
+            await _supervisor.DisconnectQuietlyAsync();
             if (result.ResultCode is MqttClientConnectResultCode.BadUserNameOrPassword or MqttClientConnectResultCode.NotAuthorized)
             {
                 // An operator error, not a network blip: say so at error level, naming the keys (never the password).
@@ -272,6 +246,8 @@ internal sealed class BrokerConnection : BackgroundService
             throw new IOException("broker refused the connection: " + reason);
         }
 
+        // MQTT 5 §3.2.2.3.3: absent (0 in MQTTnet) means 65,535; MQTT 3.1.1 has no such limit.
+        ReceiveMaximum = _options.ProtocolVersion == 5 && result.ReceiveMaximum is > 0 and var max ? max : ushort.MaxValue;
         if (Interlocked.Increment(ref _generation) > 1)
         {
             _metrics.BrokerReconnects.Inc();
@@ -329,17 +305,5 @@ internal sealed class BrokerConnection : BackgroundService
         // hand the message to the ingest loop, which commits and then acknowledges in arrival order.
         e.AutoAcknowledge = false;
         return _inbound.Writer.WriteAsync(new InboundMessage(e, Generation, _time.GetUtcNow())).AsTask();
-    }
-
-    private async Task DisconnectQuietlyAsync()
-    {
-        try
-        {
-            await _client.DisconnectAsync(new MqttClientDisconnectOptions(), CancellationToken.None);
-        }
-        catch (Exception ex) when (ex is not OperationCanceledException)
-        {
-            // The link is already gone; nothing to do.
-        }
     }
 }

@@ -14,8 +14,9 @@ namespace EdgeNode.Daemon.Offload;
 /// </summary>
 internal sealed class OffloadRouter : IDisposable
 {
-    private readonly OffloadPolicy _policy;
     private readonly HttpClient? _http;
+    private readonly OffloadOptions _configured;
+    private OffloadPolicy _policy;
     private readonly NodeMetrics _metrics;
     private readonly TimeProvider _time;
     private readonly TimeSpan _breakDuration;
@@ -24,6 +25,8 @@ internal sealed class OffloadRouter : IDisposable
     public OffloadRouter(IOptions<OffloadOptions> options, IOptions<NodeOptions> node, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers)
     {
         var o = options.Value;
+        _configured = o;
+        Threshold = o.RhoThreshold;
         _metrics = metrics;
         _time = time;
         _breakDuration = o.BreakDuration;
@@ -50,6 +53,34 @@ internal sealed class OffloadRouter : IDisposable
         }
 
         metrics.BeforeScrape = UpdateGauges;
+    }
+
+    /// <summary>The ρ threshold in force (<c>Offload:RhoThreshold</c>, or the desired property <c>offloadThreshold</c>).</summary>
+    public double Threshold { get; private set; }
+
+    /// <summary>
+    /// Changes the ρ threshold live (IoT Hub desired property <c>offloadThreshold</c>; DESIGN.md §5). The exit threshold
+    /// keeps the configured hysteresis ratio <c>RhoExitThreshold / RhoThreshold</c>; the policy's overloaded flag starts
+    /// over (it is set again by the next ρ above the threshold). Takes the metrics gate, like <see cref="Decide"/>'s callers.
+    /// </summary>
+    /// <param name="threshold">ρ above which jobs are offloaded, 0.01 to 100; null restores <c>Offload:RhoThreshold</c>.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="threshold"/> is outside 0.01 to 100.</exception>
+    public void SetThreshold(double? threshold)
+    {
+        var enter = threshold ?? _configured.RhoThreshold;
+        ArgumentOutOfRangeException.ThrowIfLessThan(enter, 0.01, nameof(threshold));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(enter, 100, nameof(threshold));
+        var policy = new OffloadPolicy(new OffloadPolicyOptions
+        {
+            EnterThreshold = enter,
+            ExitThreshold = enter * (_configured.RhoExitThreshold / _configured.RhoThreshold),
+            LocalBacklogJobs = _configured.LocalBacklogJobs,
+        });
+        lock (_metrics.Gate)
+        {
+            _policy = policy;
+            Threshold = enter;
+        }
     }
 
     /// <summary>λ (every accepted job, offloaded ones included) and μ (the local executor's service times).</summary>

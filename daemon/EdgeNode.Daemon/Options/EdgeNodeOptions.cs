@@ -171,11 +171,12 @@ internal sealed class InferenceOptions : IValidatableObject
     /// <summary>Shared-library settings for <see cref="Gpt2Model.Load"/>.</summary>
     /// <param name="stateDirectory">The node's state directory: TensorRT caches go to <c>{state}/trt-cache</c>.</param>
     /// <param name="onStage">Receives start-up stages ("building TensorRT engine").</param>
-    public InferenceSettings ToSettings(string stateDirectory, Action<string>? onStage) => new()
+    /// <param name="modelPaths">Per-provider files to use instead of <see cref="ModelPaths"/> (a model reload); null: the configured ones.</param>
+    public InferenceSettings ToSettings(string stateDirectory, Action<string>? onStage, IReadOnlyDictionary<string, string>? modelPaths = null) => new()
     {
         IntraOpThreads = IntraOpThreads,
         ExecutionProviders = [.. EffectiveExecutionProviders.Select(p => ExecutionProviderNames.Normalize(p)!)],
-        ModelPaths = (ModelPaths ?? []).ToDictionary(kv => ExecutionProviderNames.Normalize(kv.Key)!, kv => kv.Value, StringComparer.Ordinal),
+        ModelPaths = (modelPaths ?? ModelPaths ?? []).ToDictionary(kv => ExecutionProviderNames.Normalize(kv.Key)!, kv => kv.Value, StringComparer.Ordinal),
         TensorRtCacheDirectory = Path.Combine(stateDirectory, "trt-cache"),
         TensorRtFp16 = TensorRtFp16,
         TensorRtInt8 = TensorRtInt8,

@@ -8,13 +8,17 @@ namespace EdgeNode.Daemon.Outbox;
 
 /// <summary>
 /// Drains the durable outbox to the broker in order (DESIGN.md §4.2): each event is published at QoS 1
-/// and marked delivered only after the broker's PUBACK. While the link is down nothing is lost: the
+/// and marked delivered only after the broker's PUBACK (pipelined: several PUBLISHes in flight, PUBACKs taken in order,
+/// marks written per batch). While the link is down nothing is lost: the
 /// entries wait in LiteDB and drain after the reconnect. After a crash an entry may be published again,
 /// byte-identical, so consumers deduplicate by job id.
 /// </summary>
 internal sealed class OutboxPublisher : BackgroundService
 {
     private const int BatchSize = 256;
+
+    /// <summary>Most QoS 1 PUBLISHes awaiting their PUBACK at once (further capped by the broker's Receive Maximum).</summary>
+    private const int PublishWindow = 128;
     private readonly BrokerConnection _broker;
     private readonly StoreHost _storeHost;
     private readonly NodeSignals _signals;
@@ -129,44 +133,128 @@ internal sealed class OutboxPublisher : BackgroundService
         }
     }
 
-    /// <summary>Publishes up to one batch of undelivered entries; returns how many were delivered.</summary>
+    /// <summary>
+    /// Publishes a best-effort event that is not in the outbox (a <c>token</c> event) on the link its topic belongs to:
+    /// an <see cref="IOutboxRoute"/> that handles it (IoT Hub D2C for C2D jobs), else the broker at QoS 1.
+    /// </summary>
+    /// <exception cref="IOException">The link is down or refused the message.</exception>
+    /// <exception cref="MQTTnet.Exceptions.MqttClientNotConnectedException">The broker link is down.</exception>
+    public Task PublishLiveAsync(string topic, byte[] payload, byte[]? correlationData, CancellationToken cancellationToken) =>
+        Array.Find(_routes, r => r.Handles(topic)) is { } route
+            ? route.PublishAsync(topic, payload, cancellationToken)
+            : _broker.PublishAsync(topic, payload, correlationData, retain: false, cancellationToken);
+
+    /// <summary>
+    /// Publishes up to one batch of undelivered entries; returns how many were delivered, or -1 when a publish failed
+    /// (the rest waits for the next signal or tick).
+    /// </summary>
+    /// <remarks>
+    /// Broker entries are pipelined: up to <see cref="PublishWindow"/> QoS 1 PUBLISHes (never more than the broker's
+    /// MQTT 5 Receive Maximum, MQTT 5 §3.2.2.3.3) are on the wire at once, sent in outbox order on the one connection, so
+    /// the broker receives them, and forwards them on each topic, in that order (MQTT 5 §4.6; MQTTnet queues sends on a
+    /// connection first come, first served). Their PUBACKs are consumed in the same order; the first failure stops the
+    /// batch, and the entries after it, even if the broker took them, stay undelivered and are published again later,
+    /// byte-identical (DESIGN.md §4.2). Entries are marked delivered in one store transaction per batch instead of one
+    /// per entry: the store lock is shared with ingest commits.
+    /// </remarks>
     private async Task<int> DrainOnceAsync(CancellationToken cancellationToken)
     {
         var lastWritten = _storeHost.Store.LastOutboxSeq; // read first: entries written later are not vouched for
         var entries = _storeHost.Store.ReadOutbox(BatchSize);
-        var delivered = 0;
+        var delivered = new List<long>(entries.Count);
+        var pending = new Queue<(OutboxEntry Entry, Task Publish)>();
+        var window = Math.Clamp(_broker.ReceiveMaximum, 1, PublishWindow);
         HashSet<IOutboxRoute>? failedRoutes = null;
-        foreach (var entry in entries)
+        var failed = false;
+        try
         {
-            var route = Array.Find(_routes, r => r.Handles(entry.Topic));
-            if (route is not null)
+            foreach (var entry in entries)
             {
-                // Another link (IoT Hub D2C): when it is down its entries wait, in order, without holding up the broker's.
-                if (failedRoutes?.Contains(route) == true)
+                var route = Array.Find(_routes, r => r.Handles(entry.Topic));
+                if (route is not null)
                 {
+                    // Another link (IoT Hub D2C): when it is down its entries wait, in order, without holding up the broker's.
+                    if (failedRoutes?.Contains(route) == true)
+                    {
+                        continue;
+                    }
+
+                    if (!await CompleteAsync(pending, 0, delivered))
+                    {
+                        failed = true;
+                        break;
+                    }
+
+                    try
+                    {
+                        await route.PublishAsync(entry.Topic, entry.Payload, cancellationToken);
+                    }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        Log.PublishFailed(_logger, entry.Topic, ex.Message);
+                        (failedRoutes ??= []).Add(route);
+                        continue;
+                    }
+
+                    delivered.Add(entry.Seq);
+                    Delivered(entry.Seq);
                     continue;
                 }
 
-                try
+                if (!await CompleteAsync(pending, window - 1, delivered))
                 {
-                    await route.PublishAsync(entry.Topic, entry.Payload, cancellationToken);
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException)
-                {
-                    Log.PublishFailed(_logger, entry.Topic, ex.Message);
-                    (failedRoutes ??= []).Add(route);
-                    continue;
+                    failed = true;
+                    break;
                 }
 
-                _storeHost.Store.MarkDelivered(entry.Seq);
-                delivered++;
-                Delivered(entry.Seq);
-                continue;
+                pending.Enqueue((entry, _broker.PublishAsync(entry.Topic, entry.Payload, entry.CorrelationData, retain: false, cancellationToken)));
             }
 
+            if (!failed && !await CompleteAsync(pending, 0, delivered))
+            {
+                failed = true;
+            }
+        }
+        finally
+        {
+            // After a failure (or cancellation) the PUBLISHes still in flight are not waited for one by one: their outcome
+            // no longer matters, the entries stay undelivered. Observe them so no exception goes unobserved.
+            while (pending.TryDequeue(out var left))
+            {
+                _ = left.Publish.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            }
+
+            if (!MarkDelivered(delivered))
+            {
+                failed = true;
+            }
+        }
+
+        if (failed)
+        {
+            return -1; // stop in order; the next signal or tick retries from the first undelivered entry
+        }
+
+        if (entries.Count == 0)
+        {
+            Delivered(lastWritten); // nothing was pending: everything written before the read is out
+        }
+
+        return delivered.Count;
+    }
+
+    /// <summary>
+    /// Waits for the oldest in-flight PUBLISHes, in order, until at most <paramref name="keep"/> remain; each one
+    /// PUBACKed (or refused for good) goes to <paramref name="delivered"/>. Returns false at the first failure.
+    /// </summary>
+    private async Task<bool> CompleteAsync(Queue<(OutboxEntry Entry, Task Publish)> pending, int keep, List<long> delivered)
+    {
+        while (pending.Count > keep)
+        {
+            var (entry, publish) = pending.Peek();
             try
             {
-                await _broker.PublishAsync(entry.Topic, entry.Payload, entry.CorrelationData, retain: false, cancellationToken);
+                await publish;
             }
             catch (Exception ex) when (IsUndeliverable(ex))
             {
@@ -178,29 +266,35 @@ internal sealed class OutboxPublisher : BackgroundService
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
                 Log.PublishFailed(_logger, entry.Topic, ex.Message);
-                return -1; // stop in order; the next signal or tick retries from this entry
+                return false;
             }
 
-            try
-            {
-                _storeHost.Store.MarkDelivered(entry.Seq);
-            }
-            catch (Exception ex) when (ex is IOException or LiteDB.LiteException)
-            {
-                Log.PublishFailed(_logger, entry.Topic, "published, but the store could not mark it delivered (" + ex.Message + "); it may be published again");
-                return -1;
-            }
-
-            delivered++;
+            pending.Dequeue();
+            delivered.Add(entry.Seq);
             Delivered(entry.Seq);
         }
 
-        if (entries.Count == 0)
+        return true;
+    }
+
+    /// <summary>Removes the delivered entries from the outbox in one transaction; false when the store failed.</summary>
+    private bool MarkDelivered(List<long> delivered)
+    {
+        if (delivered.Count == 0)
         {
-            Delivered(lastWritten); // nothing was pending: everything written before the read is out
+            return true;
         }
 
-        return delivered;
+        try
+        {
+            _storeHost.Store.MarkDelivered(delivered);
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or LiteDB.LiteException)
+        {
+            Log.PublishFailed(_logger, "outbox", "published, but the store could not mark " + delivered.Count + " entries delivered (" + ex.Message + "); they may be published again");
+            return false;
+        }
     }
 }
 

@@ -39,9 +39,7 @@ internal static class OffloadBenchmark
         "Temperature is rising in room four because",
     ];
 
-    public static int Run(string[] args) => RunAsync(args).GetAwaiter().GetResult();
-
-    private static async Task<int> RunAsync(string[] args)
+    public static async Task<int> RunAsync(string[] args)
     {
         var settings = BenchSettings.Parse(args);
         var root = RepoRoot();

@@ -54,12 +54,16 @@ public sealed class CliTests
     [InlineData("--Mqtt:ProtocolVersion=4", "Mqtt:ProtocolVersion")]
     [InlineData("--Inference:ModelPath=/nonexistent/model.onnx", "Inference:ModelPath")]
     [InlineData("--Node:Id=a/b", "Node:Id")]
-    public async Task Run_BadConfiguration_ExitsNonZeroNamingTheKey(string arg, string key)
+    [InlineData("--Queue:MaxJobs=-1", "MaxJobs")]
+    [InlineData("--Queue:MaxJob=5", "Queue:MaxJob")] // a misspelt key is an error, not silently ignored
+    [InlineData("--Offload:RhoTreshold=0.9", "Offload:RhoTreshold")]
+    public async Task Run_BadConfiguration_ExitsTwoNamingTheKeyWithoutStackTrace(string arg, string key)
     {
         using var state = new TempDirectory();
         await using var p = EdgeNodeProcess.Start("run", "--Node:StateDirectory=" + state.Path, "--Admin:Url=", arg);
-        Assert.NotEqual(0, await p.WaitForExitAsync(Timeout));
-        Assert.Contains(p.Lines, l => l.Contains(key, StringComparison.Ordinal));
+        Assert.Equal(2, await p.WaitForExitAsync(Timeout));
+        Assert.Contains(p.Lines, l => l.StartsWith("edgenode: invalid configuration", StringComparison.Ordinal) && l.Contains(key, StringComparison.Ordinal));
+        Assert.DoesNotContain(p.Lines, l => l.Contains("   at ", StringComparison.Ordinal) || l.Contains("Hosting failed to start", StringComparison.Ordinal));
     }
 
     /// <summary>../shared/cases/durability.md 2: a second instance on the same state directory exits non-zero naming the lock.</summary>

@@ -50,6 +50,7 @@ internal sealed class DeviceClient : IAsyncDisposable
                 else if (type == "accepted")
                 {
                     _accepted.TryAdd(id, 0);
+                    AcceptedInArrivalOrder.Enqueue(id);
                 }
             }
 
@@ -64,6 +65,28 @@ internal sealed class DeviceClient : IAsyncDisposable
 
     /// <summary>Every final event (<c>result</c> or <c>error</c>) received, per job id, raw, in arrival order.</summary>
     public IReadOnlyDictionary<string, ConcurrentQueue<byte[]>> Finals => _finals;
+
+    /// <summary>The id of every <c>accepted</c> event, repeats included, in the order they arrived.</summary>
+    public ConcurrentQueue<string> AcceptedInArrivalOrder { get; } = new();
+
+    /// <summary>
+    /// Publishes jobs at QoS 1 without waiting for each PUBACK before the next PUBLISH (they go out in this order on
+    /// the one connection), then waits for all PUBACKs: the node receives a burst, not one job at a time.
+    /// </summary>
+    public async Task PublishJobsAsync(IEnumerable<(string Id, string Json)> jobs, string topic = "edgenode/jobs")
+    {
+        var publishes = jobs.Select(job => _client.PublishAsync(new MqttApplicationMessageBuilder()
+            .WithTopic(topic)
+            .WithPayload(Encoding.UTF8.GetBytes(job.Json))
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithResponseTopic(ReplyTopic)
+            .WithCorrelationData(Encoding.UTF8.GetBytes(job.Id))
+            .Build())).ToList();
+        foreach (var result in await Task.WhenAll(publishes))
+        {
+            Assert.True(result.IsSuccess || result.ReasonCode == MqttClientPublishReasonCode.NoMatchingSubscribers, $"publish: {result.ReasonCode}");
+        }
+    }
 
     /// <summary>Ids whose <c>accepted</c> event arrived.</summary>
     public ICollection<string> Accepted => _accepted.Keys;

@@ -27,4 +27,25 @@ public sealed class PausedExecutionTests
         Assert.Equal(JobStatuses.Queued, job.Status);
         Assert.Equal(0, job.Attempts);
     }
+
+    [Fact]
+    public async Task ExecutionPaused_BurstFromOneDevice_AcceptedEventsArriveOncePerJobInPublishOrder()
+    {
+        // The outbox keeps many QoS 1 PUBLISHes in flight at once and takes their PUBACKs in order; the events of a
+        // burst must still reach the device in outbox order (= arrival order of the jobs), each once.
+        using var state = new TempDirectory();
+        await using var broker = await Mosquitto.StartAsync();
+        await using var node = new NodeProcess(state.Path, broker.Port, "order", "--Execution:Paused=true");
+        await node.StartReadyAsync();
+        await using var device = await DeviceClient.ConnectAsync(broker.Port, "order");
+        var ids = Enumerable.Range(0, 400).Select(i => "burst-" + i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToList();
+
+        await device.PublishJobsAsync(ids.Select(id => (id, $$"""{"id":"{{id}}","prompt":"Hold it","max_new_tokens":4}""")));
+        await device.WaitUntilAsync(d => d.Accepted.Count == ids.Count, "an accepted event for each of the burst's jobs", NodeProcess.Timeout);
+        await node.StopAsync();
+
+        Assert.Equal(ids, device.AcceptedInArrivalOrder);
+        using var store = node.OpenStore();
+        Assert.Equal(0, store.OutboxCount); // every PUBACKed entry was marked delivered
+    }
 }

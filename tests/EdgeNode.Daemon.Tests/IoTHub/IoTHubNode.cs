@@ -33,10 +33,16 @@ internal sealed class IoTHubNode : IAsyncDisposable
 
     public T Service<T>() where T : notnull => Host.Services.GetRequiredService<T>();
 
-    public static async Task<IoTHubNode> StartAsync(Action<IoTHubEmulator>? beforeStart = null, IDictionary<string, string?>? extra = null)
+    /// <param name="beforeStart">Arranges the emulator before the node connects.</param>
+    /// <param name="extra">Configuration overrides.</param>
+    /// <param name="testHooks">Enables the test hooks (e.g. <c>Testing:DecodeStepDelayMs</c>) for this host only.</param>
+    /// <param name="emulator">How the emulator listens (WebSockets, X.509); default TLS on TCP with SAS.</param>
+    /// <param name="configure">Configuration overrides that need the emulator (its port, files, connection strings).</param>
+    public static async Task<IoTHubNode> StartAsync(Action<IoTHubEmulator>? beforeStart = null, IDictionary<string, string?>? extra = null, bool testHooks = false,
+        IoTHubEmulatorOptions? emulator = null, Func<IoTHubEmulator, IDictionary<string, string?>>? configure = null)
     {
         var state = new TempDirectory();
-        var hub = await IoTHubEmulator.StartAsync(state.Path);
+        var hub = await IoTHubEmulator.StartAsync(state.Path, emulator);
         beforeStart?.Invoke(hub);
         var config = new Dictionary<string, string?>
         {
@@ -53,7 +59,7 @@ internal sealed class IoTHubNode : IAsyncDisposable
             ["IoTHub:InitialBackoffMilliseconds"] = "100",
             ["IoTHub:MaxBackoffSeconds"] = "2",
         };
-        foreach (var (k, v) in extra ?? new Dictionary<string, string?>())
+        foreach (var (k, v) in (extra ?? new Dictionary<string, string?>()).Concat(configure?.Invoke(hub) ?? new Dictionary<string, string?>()))
         {
             config[k] = v;
         }
@@ -61,8 +67,23 @@ internal sealed class IoTHubNode : IAsyncDisposable
         var builder = EdgeNodeHost.CreateBuilder([], config);
         var logs = new LogCapture();
         builder.Logging.AddProvider(logs);
-        var host = builder.Build();
-        await host.StartAsync();
+        IHost host;
+        if (testHooks)
+        {
+            // Read while the host is built and started; unset again so child daemons of other tests never inherit it.
+            Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1");
+        }
+
+        try
+        {
+            host = builder.Build();
+            await host.StartAsync();
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", null);
+        }
+
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await host.Services.GetRequiredService<NodeState>().WhenReadyAsync(cts.Token);
         return new IoTHubNode(host, state, hub, logs);

@@ -26,7 +26,7 @@ public sealed class IoTHubTests
         await hub.WaitUntilAsync(h => h.Reported["config"] is not null, Timeout, "the first reported properties");
         Assert.Equal(1, hub.TwinGets);
 
-        var version = await hub.PatchDesiredAsync(new JsonObject { ["queueMaxJobs"] = 5, ["statusIntervalSeconds"] = 7, ["logLevel"] = "Debug", ["executorCount"] = 4 });
+        var version = await hub.PatchDesiredAsync(new JsonObject { ["queueMaxJobs"] = 5, ["statusIntervalSeconds"] = 7, ["logLevel"] = "Debug", ["executorCount"] = 4, ["offloadThreshold"] = 0.5 });
 
         await hub.WaitUntilAsync(h => ReportedDesiredVersion(h) == version, Timeout, "the desired $version reported");
         Assert.Equal("applied", (string?)ReportedDesired(hub)!["status"]);
@@ -35,6 +35,8 @@ public sealed class IoTHubTests
         Assert.Equal(5, (int?)hub.Reported["config"]!["queueMaxJobs"]);
         Assert.Equal("Debug", (string?)hub.Reported["config"]!["logLevel"]);
         Assert.StartsWith("unsupported", (string?)ReportedDesired(hub)!["notApplied"]!["executorCount"], StringComparison.Ordinal);
+        Assert.Equal(0.5, node.Service<EdgeNode.Daemon.Offload.OffloadRouter>().Threshold);
+        Assert.Equal(0.5, (double?)hub.Reported["config"]!["offloadThreshold"]);
     }
 
     [Fact]
@@ -45,7 +47,7 @@ public sealed class IoTHubTests
         await hub.WaitUntilAsync(h => h.Reported["config"] is not null, Timeout, "the first reported properties");
 
         // One valid and one invalid value: nothing is applied (all-or-nothing per patch).
-        var version = await hub.PatchDesiredAsync(new JsonObject { ["queueMaxJobs"] = 5, ["statusIntervalSeconds"] = -1 });
+        var version = await hub.PatchDesiredAsync(new JsonObject { ["queueMaxJobs"] = 5, ["statusIntervalSeconds"] = -1, ["offloadThreshold"] = "high" });
 
         await hub.WaitUntilAsync(h => ReportedDesiredVersion(h) == version, Timeout, "the rejected $version reported");
         Assert.Equal("rejected", (string?)ReportedDesired(hub)!["status"]);
@@ -54,6 +56,8 @@ public sealed class IoTHubTests
         Assert.Equal(10_000, node.Service<IOptions<QueueOptions>>().Value.MaxJobs);
         Assert.Equal(30, node.Service<IOptions<NodeOptions>>().Value.StatusIntervalSeconds);
         Assert.Equal(10_000, (int?)hub.Reported["config"]!["queueMaxJobs"]);
+        Assert.Contains(errors, e => e!.StartsWith("offloadThreshold must be a number from 0.01 to 100", StringComparison.Ordinal));
+        Assert.Equal(0.85, node.Service<EdgeNode.Daemon.Offload.OffloadRouter>().Threshold);
     }
 
     [Fact]
@@ -107,9 +111,9 @@ public sealed class IoTHubTests
         Assert.Equal(404, (await hub.InvokeMethodAsync("getJob", new JsonObject { ["id"] = "nope" }, Timeout)).Status);
         Assert.Equal(404, (await hub.InvokeMethodAsync("cancelJob", new JsonObject { ["id"] = "nope" }, Timeout)).Status);
         Assert.Equal(404, (await hub.InvokeMethodAsync("noSuchMethod", null, Timeout)).Status);
-        var reload = await hub.InvokeMethodAsync("reloadModel", null, Timeout);
-        Assert.Equal(409, reload.Status);
-        Assert.Equal("restart_required", (string?)reload.Body!["error"]!["code"]);
+        var reload = await hub.InvokeMethodAsync("reloadModel", null, Timeout); // no payload: the current files again
+        Assert.Equal(200, reload.Status);
+        Assert.Equal("tiny-int8-42.onnx", (string?)reload.Body!["model"]);
 
         // A finished job: getJob 200 with its outcome, cancelJob 409.
         await hub.SendC2dAsync("{\"id\":\"m-1\",\"prompt\":\"Hi\",\"max_new_tokens\":2}"u8.ToArray());
@@ -204,6 +208,67 @@ public sealed class IoTHubTests
         }));
         Assert.Contains("IoTHub:ConnectionString is invalid: HostName is missing", ex.ToString(), StringComparison.Ordinal);
         Assert.DoesNotContain(Key, ex.ToString(), StringComparison.Ordinal);
+    }
+
+    /// <summary>Issue 6: every event of a streamed C2D job (accepted, token..., result) leaves as D2C with the property bag.</summary>
+    [Fact]
+    public async Task C2dStreamedJob_TokenEventsGoOutAsD2cInOrder_WithPropertyBag()
+    {
+        await using var node = await IoTHubNode.StartAsync();
+        var hub = node.Hub;
+        await hub.SendC2dAsync("{\"id\":\"stream-1\",\"prompt\":\"Hello, my name is\",\"max_new_tokens\":8,\"temperature\":0,\"stream\":true}"u8.ToArray());
+
+        await hub.WaitUntilAsync(h => h.D2c.Any(m => IsEvent(m, "stream-1", "result")), Timeout, "the D2C result of stream-1");
+        var events = hub.D2c.Where(m => m.Properties.GetValueOrDefault("jobId") == "stream-1").ToList();
+        Assert.All(events, m =>
+        {
+            Assert.Equal("application/json", m.Properties["$.ct"]);
+            Assert.Equal("utf-8", m.Properties["$.ce"]);
+        });
+        Assert.Equal("accepted", events[0].Properties["type"]);
+        Assert.Equal("result", events[^1].Properties["type"]);
+        var tokens = events[1..^1];
+        Assert.NotEmpty(tokens);
+        Assert.All(tokens, m => Assert.Equal("token", m.Properties["type"]));
+        var docs = tokens.Select(m => JsonDocument.Parse(m.Payload).RootElement.Clone()).ToList();
+        Assert.Equal(Enumerable.Range(0, docs.Count), docs.Select(d => d.GetProperty("seq").GetInt32()));
+        using var result = JsonDocument.Parse(events[^1].Payload);
+        Assert.Equal(result.RootElement.GetProperty("text").GetString(), string.Concat(docs.Select(d => d.GetProperty("text").GetString())));
+    }
+
+    /// <summary>Issue 6: the reported properties carry λ, μ, ρ and W (DESIGN.md §5) besides version, model, provider, depth, counters.</summary>
+    [Fact]
+    public async Task Reported_AfterAJob_CarriesLambdaMuRhoAndW_WithNodeFacts()
+    {
+        await using var node = await IoTHubNode.StartAsync();
+        var hub = node.Hub;
+        await hub.SendC2dAsync("{\"id\":\"rates-1\",\"prompt\":\"Hello\",\"max_new_tokens\":4}"u8.ToArray());
+        await hub.WaitUntilAsync(h => h.D2c.Any(m => IsEvent(m, "rates-1", "result")), Timeout, "the result of rates-1");
+
+        // Any desired patch makes the node report; the rates are read then.
+        var version = await hub.PatchDesiredAsync(new JsonObject { ["statusIntervalSeconds"] = 9 });
+        await hub.WaitUntilAsync(h => ReportedDesiredVersion(h) == version, Timeout, "the report after the patch");
+
+        var reported = hub.Reported;
+        var q = reported["queueing"]!;
+        var lambda = (double)q["arrivalRate"]!;
+        var mu = (double)q["serviceRate"]!;
+        var rho = (double)q["utilization"]!;
+        Assert.True(lambda > 0, "one job arrived within the window");
+        Assert.True(mu > 0, "one service time was measured");
+        Assert.Equal(lambda / mu, rho, 0.01 * rho + 1e-3); // each figure is rounded to 4 decimals
+        if (rho < 1)
+        {
+            var w = (double)q["predictedTimeInSystemSeconds"]!;
+            Assert.Equal(1 / (mu - lambda), w, 0.01 * w + 1e-3);
+        }
+
+        Assert.Equal("tiny-int8-42.onnx", (string?)reported["model"]);
+        Assert.Equal("CPU", (string?)reported["executionProvider"]);
+        Assert.False(string.IsNullOrEmpty((string?)reported["version"]));
+        Assert.Equal(0, (int)reported["queueDepth"]!);
+        Assert.Equal(1, (int)reported["jobs"]!["succeeded"]!);
+        Assert.Equal(1, (int)reported["jobs"]!["accepted"]!);
     }
 
     private static bool IsEvent(D2cMessage m, string jobId, string type) =>

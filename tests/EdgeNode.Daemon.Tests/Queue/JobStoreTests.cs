@@ -266,6 +266,20 @@ public sealed class JobStoreTests : IDisposable
     }
 
     [Fact]
+    public void MarkDelivered_BatchOfSeqs_RemovesExactlyThoseInOneCall()
+    {
+        using var store = Open();
+        store.CommitBatch([Accept("j1"), Reject("r1"), Accept("j2"), Accept("j3")]);
+        var outbox = store.ReadOutbox(10);
+
+        store.MarkDelivered([outbox[2].Seq, outbox[0].Seq, outbox[0].Seq, 999_999]); // repeats and unknown seqs are ignored
+        store.MarkDelivered([]);
+
+        Assert.Equal(["r1", "j3"], store.ReadOutbox(10).Select(e => e.JobId));
+        Assert.Equal(2, store.OutboxCount);
+    }
+
+    [Fact]
     public void ReadOutbox_AfterReopen_KeepsUndeliveredEntriesAndSeqKeepsIncreasing()
     {
         long lastSeq;

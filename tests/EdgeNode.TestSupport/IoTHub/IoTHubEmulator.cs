@@ -8,7 +8,12 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using MQTTnet;
+using MQTTnet.AspNetCore;
 using MQTTnet.Formatter;
 using MQTTnet.Protocol;
 using MQTTnet.Server;
@@ -21,8 +26,20 @@ public sealed record D2cMessage(string Topic, IReadOnlyDictionary<string, string
     public string Text => Encoding.UTF8.GetString(Payload);
 }
 
-/// <summary>One accepted device connection: the SAS token it presented and its expiry.</summary>
-public sealed record EmulatorConnection(string ClientId, string UserName, string Password, DateTimeOffset TokenExpiry, bool CleanSession);
+/// <summary>
+/// One accepted device connection: the SAS token it presented and its expiry (X.509: no password, expiry
+/// <see cref="DateTimeOffset.MaxValue"/>, the client certificate's thumbprint), and the transport it came over.
+/// </summary>
+public sealed record EmulatorConnection(string ClientId, string UserName, string Password, DateTimeOffset TokenExpiry, bool CleanSession,
+    string? CertificateThumbprint = null, string Transport = "tcp");
+
+/// <summary>How an emulator listens.</summary>
+/// <param name="WebSockets">MQTT over WebSockets (TLS) on <c>wss://localhost:{port}/$iothub/websocket</c>, served by Kestrel with
+/// MQTTnet.AspNetCore, instead of MQTT over TLS on a TCP port.</param>
+/// <param name="X509">Also accept X.509 device authentication (TCP only): the TLS handshake asks for a client certificate and a
+/// CONNECT without password must present the registered self-signed device certificate (thumbprint match, as IoT Hub's
+/// "X.509 self-signed" authentication).</param>
+public sealed record IoTHubEmulatorOptions(bool WebSockets = false, bool X509 = false);
 
 /// <summary>
 /// An Azure IoT Hub emulator for tests (test support, not product): an in-process MQTTnet server on 127.0.0.1 with
@@ -34,6 +51,8 @@ public sealed record EmulatorConnection(string ClientId, string UserName, string
 /// Twin GET / reported PATCH (204 + $version) / desired PATCH, direct methods, C2D (QoS 1, kept across restarts and
 /// redelivered until PUBACK, completed by PUBACK) and D2C are implemented, plus 429 throttling of reported patches
 /// and forced disconnects. State (twin, C2D queue, D2C log) survives <see cref="RestartAsync"/>.
+/// Options (<see cref="IoTHubEmulatorOptions"/>): MQTT over WebSockets on <c>/$iothub/websocket</c> (Kestrel + MQTTnet.AspNetCore),
+/// and X.509 device authentication with a client certificate made here.
 /// </summary>
 public sealed class IoTHubEmulator : IAsyncDisposable
 {
@@ -49,20 +68,51 @@ public sealed class IoTHubEmulator : IAsyncDisposable
     private readonly List<string> _log = [];
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private MqttServer? _server;
+    private Microsoft.AspNetCore.Builder.WebApplication? _web;
+    private readonly IoTHubEmulatorOptions _options;
+    private readonly X509Certificate2? _deviceCertificate;
     private Timer? _expiryTimer;
     private DateTimeOffset? _currentExpiry;
     private int _throttleReported;
     private int _refuseConnections;
     private int _rid;
 
-    private IoTHubEmulator(int port, string caFile, X509Certificate2 certificate)
+    private IoTHubEmulator(int port, string caFile, X509Certificate2 certificate, IoTHubEmulatorOptions options, string directory)
     {
         Port = port;
         CaFile = caFile;
         _certificate = certificate;
+        _options = options;
         DeviceId = "edge-" + Guid.NewGuid().ToString("N")[..8];
         DeviceKey = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
+        if (options.X509)
+        {
+            // A self-signed device certificate, registered by thumbprint ("X.509 self-signed" authentication).
+            using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            var request = new CertificateRequest("CN=" + DeviceId, key, HashAlgorithmName.SHA256);
+            request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.2")], false)); // client authentication
+            var now = DateTimeOffset.UtcNow;
+            using var device = request.CreateSelfSigned(now.AddDays(-1), now.AddDays(30));
+            DeviceCertificateFile = Path.Combine(directory, "device-cert.pem");
+            DeviceKeyFile = Path.Combine(directory, "device-key.pem");
+            File.WriteAllText(DeviceCertificateFile, device.ExportCertificatePem());
+            File.WriteAllText(DeviceKeyFile, key.ExportPkcs8PrivateKeyPem());
+            _deviceCertificate = X509CertificateLoader.LoadCertificate(device.RawData);
+            DeviceThumbprint = device.GetCertHashString(HashAlgorithmName.SHA256);
+        }
     }
+
+    /// <summary>PEM certificate of the registered X.509 device (with <see cref="IoTHubEmulatorOptions.X509"/>).</summary>
+    public string? DeviceCertificateFile { get; }
+
+    /// <summary>PEM (PKCS#8) private key of <see cref="DeviceCertificateFile"/>.</summary>
+    public string? DeviceKeyFile { get; }
+
+    /// <summary>SHA-256 thumbprint of the registered device certificate.</summary>
+    public string? DeviceThumbprint { get; }
+
+    /// <summary>The connection string of an X.509 device: no SharedAccessKey.</summary>
+    public string X509ConnectionString => "HostName=" + HostName + ";DeviceId=" + DeviceId;
 
     public int Port { get; }
 
@@ -106,7 +156,9 @@ public sealed class IoTHubEmulator : IAsyncDisposable
     public int C2dPending { get { lock (_gate) { return _c2dPending.Count; } } }
 
     /// <summary>Starts an emulator on a free loopback port with a fresh self-signed certificate written into <paramref name="directory"/>.</summary>
-    public static async Task<IoTHubEmulator> StartAsync(string directory)
+    /// <param name="directory">Where the CA file (and with X.509 the device certificate and key) are written.</param>
+    /// <param name="options">Transport and authentication options; default MQTT over TLS with SAS.</param>
+    public static async Task<IoTHubEmulator> StartAsync(string directory, IoTHubEmulatorOptions? options = null)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("CN=" + HostName, key, HashAlgorithmName.SHA256);
@@ -120,7 +172,7 @@ public sealed class IoTHubEmulator : IAsyncDisposable
         var caFile = Path.Combine(directory, "iothub-emulator-ca.pem");
         await File.WriteAllTextAsync(caFile, cert.ExportCertificatePem());
         var withKey = X509CertificateLoader.LoadPkcs12(cert.Export(X509ContentType.Pfx), null);
-        var emulator = new IoTHubEmulator(Ports.FreeLoopbackPort(), caFile, withKey);
+        var emulator = new IoTHubEmulator(Ports.FreeLoopbackPort(), caFile, withKey, options ?? new IoTHubEmulatorOptions(), directory);
         await emulator.StartServerAsync();
         return emulator;
     }
@@ -251,6 +303,7 @@ public sealed class IoTHubEmulator : IAsyncDisposable
     {
         await StopServerAsync();
         _certificate.Dispose();
+        _deviceCertificate?.Dispose();
     }
 
     private void Changed(string? note = null)
@@ -270,18 +323,42 @@ public sealed class IoTHubEmulator : IAsyncDisposable
 
     private async Task StartServerAsync()
     {
-        var options = new MqttServerFactory().CreateServerOptionsBuilder()
-            .WithoutDefaultEndpoint()
-            .WithEncryptedEndpoint()
-            .WithEncryptedEndpointBoundIPAddress(IPAddress.Loopback)
-            .WithEncryptedEndpointBoundIPV6Address(IPAddress.None)
-            .WithEncryptedEndpointPort(Port)
-            .WithEncryptionCertificate(_certificate)
-            .WithEncryptionSslProtocol(SslProtocols.Tls12 | SslProtocols.Tls13)
-            .WithTlsEndpointReuseAddress()
-            .WithPersistentSessions()
-            .Build();
-        var server = new MqttServerFactory().CreateMqttServer(options);
+        MqttServer server;
+        if (_options.WebSockets)
+        {
+            server = await StartWebSocketServerAsync();
+        }
+        else
+        {
+            var builder = new MqttServerFactory().CreateServerOptionsBuilder()
+                .WithoutDefaultEndpoint()
+                .WithEncryptedEndpoint()
+                .WithEncryptedEndpointBoundIPAddress(IPAddress.Loopback)
+                .WithEncryptedEndpointBoundIPV6Address(IPAddress.None)
+                .WithEncryptedEndpointPort(Port)
+                .WithEncryptionCertificate(_certificate)
+                .WithEncryptionSslProtocol(SslProtocols.Tls12 | SslProtocols.Tls13)
+                .WithTlsEndpointReuseAddress()
+                .WithPersistentSessions();
+            if (_options.X509)
+            {
+                // Ask for a client certificate: a SAS device sends none; a certificate must be the registered device's
+                // (self-signed, so the chain errors are expected). CONNECT then checks the password or the certificate.
+                builder.WithClientCertificate((_, certificate, _, _) =>
+                {
+                    var registered = certificate is null || certificate.GetCertHashString(HashAlgorithmName.SHA256) == DeviceThumbprint;
+                    if (!registered)
+                    {
+                        Changed("TLS: refused a client certificate that is not the registered device certificate");
+                    }
+
+                    return registered;
+                });
+            }
+
+            server = new MqttServerFactory().CreateMqttServer(builder.Build());
+        }
+
         server.ValidatingConnectionAsync += ValidateAsync;
         server.InterceptingPublishAsync += OnPublishAsync;
         server.ClientSubscribedTopicAsync += OnSubscribedAsync;
@@ -292,7 +369,11 @@ public sealed class IoTHubEmulator : IAsyncDisposable
             Changed("device disconnected");
             return Task.CompletedTask;
         };
-        await server.StartAsync();
+        if (!_options.WebSockets)
+        {
+            await server.StartAsync();
+        }
+
         _server = server;
         _expiryTimer = new Timer(_ => _ = EnforceExpiryAsync(), null, TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(200));
         Changed("server started");
@@ -308,7 +389,13 @@ public sealed class IoTHubEmulator : IAsyncDisposable
 
         var server = _server;
         _server = null;
-        if (server is not null)
+        if (_web is { } web)
+        {
+            _web = null;
+            await web.StopAsync(); // stops the hosted MQTT server with it
+            await web.DisposeAsync();
+        }
+        else if (server is not null)
         {
             await server.StopAsync(new MqttServerStopOptions());
             server.Dispose();
@@ -359,11 +446,13 @@ public sealed class IoTHubEmulator : IAsyncDisposable
             return Task.CompletedTask;
         }
 
-        var expiry = DateTimeOffset.FromUnixTimeSeconds(long.Parse(SasParts(e.Password)!["se"], CultureInfo.InvariantCulture));
-        _currentExpiry = expiry;
+        var x509 = string.IsNullOrEmpty(e.Password);
+        var expiry = x509 ? DateTimeOffset.MaxValue : DateTimeOffset.FromUnixTimeSeconds(long.Parse(SasParts(e.Password)!["se"], CultureInfo.InvariantCulture));
+        _currentExpiry = x509 ? null : expiry;
         lock (_gate)
         {
-            _connections.Add(new EmulatorConnection(e.ClientId, e.UserName, e.Password, expiry, e.CleanSession == true));
+            _connections.Add(new EmulatorConnection(e.ClientId, e.UserName, e.Password ?? "", expiry, e.CleanSession == true,
+                x509 ? e.ClientCertificate!.GetCertHashString(HashAlgorithmName.SHA256) : null, _options.WebSockets ? "websocket" : "tcp"));
         }
 
         IsDeviceConnected = true;
@@ -386,6 +475,25 @@ public sealed class IoTHubEmulator : IAsyncDisposable
         if (e.UserName != HostName + "/" + DeviceId + "/?api-version=2021-04-12")
         {
             return (MqttConnectReasonCode.BadUserNameOrPassword, "user name must be {host}/{deviceId}/?api-version=2021-04-12");
+        }
+
+        if (string.IsNullOrEmpty(e.Password))
+        {
+            // X.509: no password; the TLS client certificate must be the registered device certificate.
+            if (!_options.X509)
+            {
+                return (MqttConnectReasonCode.BadUserNameOrPassword, "no SAS token and this hub has no X.509 device");
+            }
+
+            var presented = e.ClientCertificate;
+            if (presented is null)
+            {
+                return (MqttConnectReasonCode.NotAuthorized, "no password and no client certificate");
+            }
+
+            return presented.GetCertHashString(HashAlgorithmName.SHA256) == DeviceThumbprint
+                ? null
+                : (MqttConnectReasonCode.NotAuthorized, "the client certificate is not the registered device certificate");
         }
 
         var sas = SasParts(e.Password);
@@ -599,6 +707,26 @@ public sealed class IoTHubEmulator : IAsyncDisposable
 
         var message = new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(qos).Build();
         await server.InjectApplicationMessage(new InjectedMqttApplicationMessage(message) { SenderClientId = HubSender });
+    }
+
+    /// <summary>
+    /// Kestrel on 127.0.0.1 with TLS (the emulator's certificate) serving MQTT over WebSockets on <c>/$iothub/websocket</c>
+    /// (MQTTnet.AspNetCore); returns its MQTT server (started by the web host).
+    /// </summary>
+    private async Task<MqttServer> StartWebSocketServerAsync()
+    {
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, Port, l => l.UseHttps(_certificate)));
+        builder.Services.AddHostedMqttServer(o => o.WithoutDefaultEndpoint().WithPersistentSessions());
+        builder.Services.AddMqttConnectionHandler();
+        builder.Services.AddConnections();
+        var web = builder.Build();
+        web.MapMqtt("/$iothub/websocket");
+        var server = web.Services.GetRequiredService<MqttServer>();
+        await web.StartAsync();
+        _web = web;
+        return server;
     }
 
     private static void Merge(JsonObject target, JsonObject patch)

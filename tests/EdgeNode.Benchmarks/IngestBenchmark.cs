@@ -1,0 +1,382 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using EdgeNode.TestSupport;
+using MQTTnet;
+using MQTTnet.Protocol;
+
+namespace EdgeNode.Benchmarks;
+
+/// <summary>
+/// <c>ingest</c>: end-to-end ingest benchmark (docs/BENCHMARKS.md "Ingest", issue 4). The real <c>edgenode run</c> as a
+/// subprocess with <c>Execution:Paused=true</c> (jobs are committed and acknowledged, none runs) behind a real Mosquitto
+/// (no <c>-v</c>, <c>max_inflight_messages 1000</c> = the largest possible group commit, <c>max_queued_messages</c>
+/// unbounded in practice), loaded by MQTT 5 publishers at QoS 1. Each job carries a Response Topic and its id as
+/// Correlation Data; the publisher times it until its <c>accepted</c> event arrives. Mosquitto PUBACKs a publisher on
+/// receipt, not after the node's commit, so that PUBACK says nothing about the node; the <c>accepted</c> event is written
+/// in the same transaction as the job and is the first thing a device can observe after the commit and fsync, so the
+/// latency is an upper bound of commit latency (it includes the outbox publish and the broker's forwarding).
+/// </summary>
+/// <remarks>
+/// Runs, in this order, after a warm-up of 2,000 jobs:
+/// <list type="bullet">
+/// <item><b>open loop</b> (<c>--rate R --seconds S</c>): the publishers together publish R jobs/s, evenly spaced, for S
+/// seconds, whatever the node does; latency is measured from each job's scheduled send time (no coordinated omission).
+/// Reports the offered and achieved rates and p50 / p99 / p99.9 / max accept latency in ms.</item>
+/// <item><b>saturation</b> (<c>--jobs N --window W</c>): each publisher keeps W jobs in flight (released by the accepted
+/// event); reports the most jobs/s the node commits (from <c>edgenode_jobs_accepted_total</c> on <c>/metrics</c>) and
+/// the latency at that load (Little's law: in flight / throughput).</item>
+/// </list>
+/// Also: CPU time of the daemon and of Mosquitto per 1,000 jobs (from /proc, so it holds on a shared machine where the
+/// wall-clock rates do not), start to ready (process start to <c>/readyz</c> 200), RSS (<c>VmRSS</c>) idle 3 s after ready and after the
+/// runs, and how many accepted events arrived out of publish order per publisher (must be 0).
+/// Usage: <c>ingest [--rate 5000] [--seconds 10] [--jobs 20000] [--publishers 4] [--window 256] [--state-root /tmp]
+/// [--only open|saturation|idle]</c> (idle: start to ready and idle RSS only).
+/// </remarks>
+internal static class IngestBenchmark
+{
+    private const int WarmUpJobs = 2_000;
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var rate = Program.Option(args, "--rate", 5_000);
+        var seconds = Program.Option(args, "--seconds", 10);
+        var jobs = Program.Option(args, "--jobs", 20_000);
+        var publishers = Program.Option(args, "--publishers", 4);
+        var window = Program.Option(args, "--window", 256);
+        var stateRoot = Program.OptionText(args, "--state-root", Path.GetTempPath());
+        var only = Program.OptionText(args, "--only", string.Empty);
+        var inv = CultureInfo.InvariantCulture;
+
+        var model = Models.TinyInt8;
+        var state = Path.Combine(stateRoot, "edgenode-ingest-bench-" + Guid.NewGuid().ToString("N")[..8]);
+        var brokerPort = Ports.FreeLoopbackPort();
+        var adminPort = Ports.FreeLoopbackPort();
+        var confDir = Directory.CreateTempSubdirectory("edgenode-bench-mosquitto-").FullName;
+        var conf = Path.Combine(confDir, "mosquitto.conf");
+        // max_inflight_messages: QoS 1 messages Mosquitto sends a client before its PUBACKs (default 20) = the node's
+        // largest possible group commit. max_queued_messages: the paused node's backlog must never be dropped.
+        await File.WriteAllTextAsync(conf, $"listener {brokerPort} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000000\nmax_inflight_messages 1000\n");
+        await using var broker = ProcessRunner.Start(Mosquitto.Binary, ["-c", conf]);
+        await broker.WaitForLineAsync(l => l.Contains(" running", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
+
+        var dll = Path.Combine(AppContext.BaseDirectory, "edgenode.dll");
+        var started = Stopwatch.StartNew();
+        await using var node = ProcessRunner.Start("dotnet",
+            [dll, "run", "--Node:Id=bench", "--Node:StateDirectory=" + state, "--Inference:ModelPath=" + model,
+             "--Mqtt:Host=127.0.0.1", "--Mqtt:Port=" + brokerPort.ToString(inv), "--Admin:Url=http://127.0.0.1:" + adminPort.ToString(inv),
+             "--Execution:Paused=true", "--Queue:MaxJobs=10000000", "--Queue:MaxBytes=4000000000", "--Logging:LogLevel:Default=Warning"],
+            new Dictionary<string, string> { ["EDGENODE_CONFIG"] = "/nonexistent/edgenode.json", ["DOTNET_NOLOGO"] = "1" });
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var readyz = new Uri($"http://127.0.0.1:{adminPort}/readyz");
+        while (!await IsOkAsync(http, readyz))
+        {
+            if (started.Elapsed > TimeSpan.FromSeconds(60) || node.Exited.IsCompleted)
+            {
+                Console.Error.WriteLine("node did not become ready:\n" + string.Join('\n', node.Lines));
+                return 1;
+            }
+
+            await Task.Delay(5);
+        }
+
+        var readyMs = started.Elapsed.TotalMilliseconds;
+        await Task.Delay(TimeSpan.FromSeconds(3)); // let start-up garbage settle before reading the idle RSS
+        var idleRssMb = RssMb(node.Id);
+
+        if (only == "idle")
+        {
+            Console.WriteLine($"| start to ready (/readyz 200) | {readyMs:F0} ms |");
+            Console.WriteLine($"| RSS idle | {idleRssMb:F0} MB |");
+            node.Signal(15);
+            await node.WaitForExitAsync(TimeSpan.FromSeconds(60));
+            Directory.Delete(state, recursive: true);
+            Directory.Delete(confDir, recursive: true);
+            return 0;
+        }
+
+        var clients = new List<Publisher>();
+        for (var p = 0; p < publishers; p++)
+        {
+            clients.Add(await Publisher.ConnectAsync(brokerPort, p));
+        }
+
+        var metricsUri = new Uri($"http://127.0.0.1:{adminPort}/metrics");
+        await SaturateAsync(clients, "warm", WarmUpJobs, window, http, metricsUri);
+
+        Console.WriteLine($"| state directory | {stateRoot} |");
+        Console.WriteLine($"| start to ready (/readyz 200) | {readyMs:F0} ms |");
+        if (only != "saturation")
+        {
+            var cpu = Cpu.Read(node.Id, broker.Id);
+            var open = await OpenLoopAsync(clients, rate, seconds);
+            Console.WriteLine($"| open loop: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id).PerThousand(cpu, open.Latencies.Length)} ms |");
+            Console.WriteLine($"| open loop: offered / accepted | {rate} / {open.AcceptedPerSecond:F0} jobs/s for {seconds} s ({open.Latencies.Length} jobs, {publishers} publishers evenly spaced) |");
+            Console.WriteLine($"| open loop: accept latency p50 / p99 / p99.9 / max | {Latency(open.Latencies)} ms |");
+            Console.WriteLine($"| open loop: accepted events out of publish order | {open.OutOfOrder} |");
+        }
+
+        if (only != "open")
+        {
+            var cpu = Cpu.Read(node.Id, broker.Id);
+            var saturation = await SaturateAsync(clients, "run", jobs, window, http, metricsUri);
+            Console.WriteLine($"| saturation: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id).PerThousand(cpu, jobs)} ms |");
+            Console.WriteLine($"| saturation: committed (metrics) / accepted events back | {jobs / saturation.CommittedSeconds:F0} / {jobs / saturation.AcceptedSeconds:F0} jobs/s ({jobs} jobs, {publishers} publishers x {window} in flight) |");
+            Console.WriteLine($"| saturation: accept latency p50 / p99 / p99.9 / max | {Latency(saturation.Latencies)} ms |");
+            Console.WriteLine($"| saturation: accepted events out of publish order | {saturation.OutOfOrder} |");
+        }
+
+        Console.WriteLine($"| RSS idle / after the runs | {idleRssMb:F0} / {RssMb(node.Id):F0} MB |");
+
+        foreach (var c in clients)
+        {
+            await c.DisposeAsync();
+        }
+
+        node.Signal(15);
+        await node.WaitForExitAsync(TimeSpan.FromSeconds(60));
+        Directory.Delete(state, recursive: true);
+        Directory.Delete(confDir, recursive: true);
+        return 0;
+    }
+
+    private sealed record RunResult(double CommittedSeconds, double AcceptedSeconds, double[] Latencies, int OutOfOrder)
+    {
+        public double AcceptedPerSecond => Latencies.Length / AcceptedSeconds;
+    }
+
+    private static async Task<RunResult> OpenLoopAsync(List<Publisher> clients, int rate, int seconds)
+    {
+        var clock = Stopwatch.StartNew();
+        var total = rate * seconds;
+        var sends = clients.Select((c, i) =>
+        {
+            var count = total / clients.Count + (i < total % clients.Count ? 1 : 0);
+            // Evenly spaced overall: publisher i sends at i/rate, (i + P)/rate, ...
+            var interval = TimeSpan.TicksPerSecond * (double)clients.Count / rate;
+            var offset = TimeSpan.TicksPerSecond * (double)i / rate;
+            return c.SendScheduledAsync("open", count, n => (long)(offset + (n * interval)), clock);
+        }).ToList();
+        await Task.WhenAll(sends);
+        var elapsed = clock.Elapsed.TotalSeconds;
+        return new RunResult(elapsed, elapsed, [.. clients.SelectMany(c => c.Latencies)], clients.Sum(c => c.OutOfOrder));
+    }
+
+    private static async Task<RunResult> SaturateAsync(List<Publisher> clients, string tag, int jobs, int window, HttpClient http, Uri metrics)
+    {
+        var before = await AcceptedTotalAsync(http, metrics);
+        var clock = Stopwatch.StartNew();
+        var sends = clients.Select((c, i) => c.SendWindowedAsync(tag, jobs / clients.Count + (i < jobs % clients.Count ? 1 : 0), window, clock)).ToList();
+        double committed = 0;
+        while (committed == 0)
+        {
+            if (await AcceptedTotalAsync(http, metrics) - before >= jobs)
+            {
+                committed = clock.Elapsed.TotalSeconds;
+            }
+            else
+            {
+                await Task.Delay(50); // a scrape takes the metrics gate the ingest commit holds: poll gently
+            }
+        }
+
+        await Task.WhenAll(sends);
+        return new RunResult(committed, clock.Elapsed.TotalSeconds, [.. clients.SelectMany(c => c.Latencies)], clients.Sum(c => c.OutOfOrder));
+    }
+
+    private static string Latency(double[] latencies)
+    {
+        var sorted = latencies.Order().ToArray();
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{Percentile(sorted, 0.50):F1} / {Percentile(sorted, 0.99):F1} / {Percentile(sorted, 0.999):F1} / {sorted[^1]:F1}");
+    }
+
+    private static double Percentile(double[] sorted, double p) => sorted[Math.Min(sorted.Length - 1, (int)(p * sorted.Length))];
+
+    private static async Task<double> AcceptedTotalAsync(HttpClient http, Uri metrics)
+    {
+        var text = await http.GetStringAsync(metrics);
+        var line = text.Split('\n').FirstOrDefault(l => l.StartsWith("edgenode_jobs_accepted_total ", StringComparison.Ordinal));
+        return line is null ? 0 : double.Parse(line.Split(' ')[1], CultureInfo.InvariantCulture);
+    }
+
+    private static async Task<bool> IsOkAsync(HttpClient http, Uri uri)
+    {
+        try
+        {
+            using var response = await http.GetAsync(uri);
+            return response.IsSuccessStatusCode;
+        }
+        catch (HttpRequestException)
+        {
+            return false;
+        }
+        catch (TaskCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>CPU seconds used so far by the daemon, Mosquitto and this process (the publishers).</summary>
+    private readonly record struct Cpu(double Daemon, double Broker, double Publishers)
+    {
+        public static Cpu Read(int daemon, int broker) =>
+            new(CpuSeconds(daemon), CpuSeconds(broker), Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds);
+
+        public string PerThousand(Cpu before, int jobs) => string.Create(CultureInfo.InvariantCulture,
+            $"{(Daemon - before.Daemon) * 1e6 / jobs:F0} / {(Broker - before.Broker) * 1e6 / jobs:F0} / {(Publishers - before.Publishers) * 1e6 / jobs:F0}");
+    }
+
+    /// <summary>User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15, in USER_HZ = 100/s).</summary>
+    private static double CpuSeconds(int pid)
+    {
+        var stat = File.ReadAllText($"/proc/{pid}/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
+    }
+
+    private static double RssMb(int pid)
+    {
+        var line = File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+        return double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
+    }
+
+    /// <summary>One MQTT 5 device: publishes jobs at QoS 1 with a Response Topic and times each until its accepted event.</summary>
+    private sealed class Publisher : IAsyncDisposable
+    {
+        private readonly IMqttClient _client;
+        private readonly string _replyTopic;
+        private readonly string _name;
+        private readonly ConcurrentDictionary<string, long> _sentAt = new(StringComparer.Ordinal);
+        private SemaphoreSlim _window = new(1);
+        private Stopwatch _clock = Stopwatch.StartNew();
+        private TaskCompletionSource _done = new();
+        private int _remaining;
+        private int _lastIndex;
+        private int _outOfOrder;
+
+        private Publisher(IMqttClient client, string name)
+        {
+            _client = client;
+            _name = name;
+            _replyTopic = $"bench/{name}/replies";
+            _client.ApplicationMessageReceivedAsync += e =>
+            {
+                var id = Encoding.UTF8.GetString(e.ApplicationMessage.CorrelationData);
+                using var doc = JsonDocument.Parse(e.ApplicationMessage.Payload.ToArray());
+                if (doc.RootElement.GetProperty("type").GetString() == "accepted" && _sentAt.TryRemove(id, out var sent))
+                {
+                    Latencies.Add((_clock.Elapsed.Ticks - sent) / (double)TimeSpan.TicksPerMillisecond);
+                    var index = int.Parse(id.AsSpan(id.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
+                    if (index < _lastIndex)
+                    {
+                        _outOfOrder++;
+                    }
+
+                    _lastIndex = index;
+                    _window.Release();
+                    if (Interlocked.Decrement(ref _remaining) == 0)
+                    {
+                        _done.TrySetResult();
+                    }
+                }
+
+                return Task.CompletedTask;
+            };
+        }
+
+        public ConcurrentBag<double> Latencies { get; private set; } = [];
+
+        public int OutOfOrder => _outOfOrder;
+
+        public static async Task<Publisher> ConnectAsync(int port, int index)
+        {
+            var client = new MqttClientFactory().CreateMqttClient();
+            var name = index.ToString(CultureInfo.InvariantCulture);
+            await client.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", port)
+                .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500)
+                .WithClientId("bench-publisher-" + name).WithCleanStart(true).Build());
+            await client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+                .WithTopicFilter(f => f.WithTopic($"bench/{name}/replies").WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)).Build());
+            return new Publisher(client, name);
+        }
+
+        /// <summary>Closed loop: at most <paramref name="window"/> jobs without their accepted event.</summary>
+        public async Task SendWindowedAsync(string tag, int count, int window, Stopwatch clock)
+        {
+            Reset(tag, count, clock, window);
+            for (var i = 0; i < count; i++)
+            {
+                await _window.WaitAsync();
+                Publish(tag, i, _clock.Elapsed.Ticks);
+            }
+
+            await _done.Task.WaitAsync(TimeSpan.FromMinutes(5));
+        }
+
+        /// <summary>
+        /// Open loop: job n is due at <paramref name="dueTicks"/>(n) on <paramref name="clock"/> and is sent then (or at
+        /// once, when the sender fell behind), whatever the node does; its latency counts from the due time.
+        /// </summary>
+        public async Task SendScheduledAsync(string tag, int count, Func<int, long> dueTicks, Stopwatch clock)
+        {
+            Reset(tag, count, clock, int.MaxValue);
+            var i = 0;
+            while (i < count)
+            {
+                var now = _clock.Elapsed.Ticks;
+                while (i < count && dueTicks(i) <= now)
+                {
+                    Publish(tag, i, dueTicks(i));
+                    i++;
+                }
+
+                if (i < count)
+                {
+                    var wait = TimeSpan.FromTicks(dueTicks(i) - _clock.Elapsed.Ticks);
+                    if (wait > TimeSpan.FromMilliseconds(1))
+                    {
+                        await Task.Delay(wait);
+                    }
+                    else
+                    {
+                        await Task.Yield();
+                    }
+                }
+            }
+
+            await _done.Task.WaitAsync(TimeSpan.FromMinutes(5));
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _client.DisconnectAsync();
+            _client.Dispose();
+        }
+
+        private void Reset(string tag, int count, Stopwatch clock, int window)
+        {
+            _ = tag;
+            _clock = clock;
+            _window = new SemaphoreSlim(Math.Min(window, 1_000_000));
+            _done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Latencies = [];
+            _remaining = count;
+            _lastIndex = -1;
+            _outOfOrder = 0;
+        }
+
+        private void Publish(string tag, int i, long sentAtTicks)
+        {
+            var id = $"{tag}-{_name}-{i.ToString(CultureInfo.InvariantCulture)}";
+            var payload = $$"""{"id":"{{id}}","prompt":"Sensor {{i}} reads 42.5 degrees and","max_new_tokens":16}""";
+            _sentAt[id] = sentAtTicks;
+            _ = _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic("edgenode/jobs").WithPayload(payload)
+                .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+                .WithResponseTopic(_replyTopic).WithCorrelationData(Encoding.UTF8.GetBytes(id)).Build());
+        }
+    }
+}
