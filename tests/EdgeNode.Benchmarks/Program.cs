@@ -11,6 +11,7 @@ namespace EdgeNode.Benchmarks;
 /// that model alone:
 ///   dotnet run -c Release --project tests/EdgeNode.Benchmarks -- speed MODEL [--threads N] [--opt all|basic|extended|none] [--runs N]
 ///   dotnet run -c Release --project tests/EdgeNode.Benchmarks -- memory [--count 1000]
+///   dotnet run -c Release --project tests/EdgeNode.Benchmarks -- offload [--seconds 60] (Offload/OffloadBenchmark.cs)
 /// MODEL: tiny-fp32, tiny-int8, tiny-int8-lmhead, small-fp32, small-int8, small-int8-lmhead (synthesized, seed 42, cached
 /// under $TMPDIR/edgenode-bench). speed: prompt of exactly 64 tokens, 64 new tokens, greedy; prints the best and median
 /// prefill tok/s (64 / time to first token) and decode tok/s (63 / decode time) over the runs after one warm-up, and
@@ -25,6 +26,11 @@ internal static class Program
 
     public static async Task<int> Main(string[] args)
     {
+        if (args.Length >= 1 && args[0] == "offload")
+        {
+            return await Offload.OffloadBenchmark.RunAsync(args[1..]);
+        }
+
         if (args.Length >= 1 && args[0] == "ingest")
         {
             return await IngestBenchmark.RunAsync(args);

@@ -112,6 +112,7 @@ internal sealed class Executor(
 
                 // The model stays the same from this job's first token to its recorded outcome: a reload swaps between jobs.
                 using var lease = await modelHost.LeaseAsync(CancellationToken.None);
+                var busySince = time.GetTimestamp();
 
                 // CPU-bound: run on the thread pool so the host's threads stay free. Not tied to
                 // stoppingToken: a job that started is finished, then the loop stops.
@@ -133,6 +134,17 @@ internal sealed class Executor(
                 if (!await RecordAsync(store, job, outcome, stoppingToken))
                 {
                     break; // stopping while the store is unavailable: the job stays IN_PROGRESS and is re-queued at start
+                }
+
+                var busy = time.GetElapsedTime(busySince);
+                metrics.ExecutorBusy.Inc(busy.TotalSeconds);
+                if (outcome.Status == JobStatuses.Succeeded)
+                {
+                    // μ (DESIGN.md §5): how long the executor was taken by each job it completed, from taking it off the
+                    // queue to its committed outcome. Prefill + decode alone left out the two fsynced store commits
+                    // per job, which on the tiny model were most of it (docs/BENCHMARKS.md, Offload): μ came out several
+                    // times too high, ρ too low, and offloading started far too late.
+                    offload.Estimator.Service.Record(busy, outcome.Tokens);
                 }
 
                 // Logged once the outcome is committed: a crash before this line re-runs the job, after it never.
@@ -190,7 +202,7 @@ internal sealed class Executor(
 
     internal static bool IsStorageFault(Exception ex) => ex is IOException or LiteDB.LiteException or UnauthorizedAccessException;
 
-    private readonly record struct Outcome(string Status, string? Code, byte[] Payload, bool Ran);
+    private readonly record struct Outcome(string Status, string? Code, byte[] Payload, bool Ran, int Tokens = 0);
 
     private Outcome Execute(JobRecord job, TokenStream? stream, CancellationToken cancellationToken)
     {
@@ -241,13 +253,11 @@ internal sealed class Executor(
 
         var result = outcome.Result!;
         metrics.TokensGenerated.Inc(result.GeneratedTokens.Count);
-        // μ (DESIGN.md §5): the measured service time of each job run to completion, prefill + decode.
-        offload.Estimator.Service.Record(TimeSpan.FromMilliseconds(result.PrefillMs + result.DecodeMs), result.GeneratedTokens.Count);
         metrics.TimeToFirstToken.Observe((queueMs + result.PrefillMs) / 1000.0); // prefill yields the first token
         var totalMs = (time.GetUtcNow() - job.AcceptedAt).TotalMilliseconds;
         var finishReason = result.FinishReason.ToString().ToLowerInvariant();
         return new Outcome(JobStatuses.Succeeded, null, JobEvents.Result(job.Id, result.Text, finishReason, result.PromptTokens.Count,
-            result.GeneratedTokens.Count, "local", _nodeId, queueMs, result.PrefillMs, result.DecodeMs, totalMs), Ran: true);
+            result.GeneratedTokens.Count, "local", _nodeId, queueMs, result.PrefillMs, result.DecodeMs, totalMs), Ran: true, result.GeneratedTokens.Count);
     }
 
     private void OnDecodeStep()

@@ -1,6 +1,7 @@
 using EdgeNode.Daemon.Execution;
 using EdgeNode.Daemon.Health;
 using EdgeNode.Daemon.Hosting;
+using EdgeNode.Daemon.Offload;
 using EdgeNode.Daemon.Queue;
 using EdgeNode.Shared.Jobs;
 
@@ -14,6 +15,12 @@ internal enum CancelOutcome
 
     /// <summary>The job is running; it stops within one decode step and ends CANCELED.</summary>
     StoppingRunning,
+
+    /// <summary>
+    /// The cloud relay held the job (OFFLOADED): it ends CANCELED now, the node aborts its relay request and ignores
+    /// any answer that still arrives.
+    /// </summary>
+    CanceledOffloaded,
 
     /// <summary>The job was running but is already finishing.</summary>
     AlreadyFinishing,
@@ -29,7 +36,7 @@ internal enum CancelOutcome
 /// Operator control of jobs shared by the management planes: cancel (DESIGN.md §3 cancel topic, IoT Hub
 /// <c>cancelJob</c>) and drain (new jobs are refused with <see cref="DrainingCode"/> while queued ones finish).
 /// </summary>
-internal sealed class JobControl(StoreHost storeHost, Executor executor, NodeMetrics metrics, NodeSignals signals)
+internal sealed class JobControl(StoreHost storeHost, Executor executor, OffloadWorker offload, NodeMetrics metrics, NodeSignals signals)
 {
     /// <summary>The error code new jobs get while the node drains.</summary>
     public const string DrainingCode = "node_draining";
@@ -50,11 +57,16 @@ internal sealed class JobControl(StoreHost storeHost, Executor executor, NodeMet
     /// <summary>
     /// Cancels a job: a queued one ends CANCELED at once (its outcome recorded and published like any other), a running
     /// one is stopped within one decode step by the executor, a finished or unknown one is left as it is.
+    /// An OFFLOADED one (held by the cloud relay) ends CANCELED at once too: the relay API (DESIGN.md §6) has no
+    /// cancel call, so the node aborts its <c>POST /v1/jobs</c> request (a relay that notices cancels the job) and an
+    /// answer that still arrives is ignored (the store keeps the first final outcome: exactly one final event,
+    /// DESIGN.md §4 rule 2). README "Offload to the cloud relay", Cancel, says what the relay does today.
     /// </summary>
     /// <exception cref="IOException">Store I/O error.</exception>
     public (CancelOutcome Outcome, string? Status) Cancel(string jobId)
     {
         (CancelOutcome, string?) result;
+        var abandon = false;
         lock (metrics.Gate)
         {
             var record = storeHost.Store.Get(jobId);
@@ -64,6 +76,18 @@ internal sealed class JobControl(StoreHost storeHost, Executor executor, NodeMet
                 storeHost.Store.Finish(jobId, JobStatuses.Canceled, payload);
                 metrics.Cancelled.Inc();
                 result = (CancelOutcome.RemovedFromQueue, JobStatuses.Canceled);
+            }
+            else if (record is { Status: JobStatuses.Offloaded })
+            {
+                var payload = JobEvents.Error(jobId, JobStatuses.Canceled, JobErrorCodes.Canceled,
+                    "the job was canceled while the cloud relay held it; the relay request was abandoned");
+                if (storeHost.Store.Finish(jobId, JobStatuses.Canceled, payload))
+                {
+                    metrics.Cancelled.Inc();
+                }
+
+                abandon = true;
+                result = (CancelOutcome.CanceledOffloaded, JobStatuses.Canceled);
             }
             else if (record is { Status: JobStatuses.InProgress })
             {
@@ -75,6 +99,11 @@ internal sealed class JobControl(StoreHost storeHost, Executor executor, NodeMet
             }
         }
 
+        if (abandon)
+        {
+            offload.AbandonSend(jobId); // after the final status is stored: a send starting later sees it and stops
+        }
+
         signals.OutboxChanged.Set();
         return result;
     }
@@ -84,6 +113,7 @@ internal sealed class JobControl(StoreHost storeHost, Executor executor, NodeMet
     {
         CancelOutcome.RemovedFromQueue => "removed from the queue",
         CancelOutcome.StoppingRunning => "stopping the running job",
+        CancelOutcome.CanceledOffloaded => "canceled while offloaded; the relay request was abandoned",
         CancelOutcome.AlreadyFinishing => "already finishing",
         CancelOutcome.AlreadyFinal => "already " + status,
         _ => "unknown job",

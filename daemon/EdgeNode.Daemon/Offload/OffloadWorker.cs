@@ -15,9 +15,10 @@ namespace EdgeNode.Daemon.Offload;
 /// by ingest before any HTTP call; this worker picks up every OFFLOADED job (those of earlier runs too: a crash
 /// while offloaded re-sends it with the same id, and the relay answers a known id with its stored outcome).
 /// On an outcome the relay's final event is recorded byte-identically with <see cref="JobStore.Finish"/>; on a
-/// failure, timeout, 5xx, 429/503 or open circuit the job goes back to the local queue at its place (the executor
-/// fails it with <c>deadline_exceeded</c> if its deadline has passed). On shutdown sends in progress are abandoned:
-/// the jobs stay OFFLOADED and are re-sent on the next start.
+/// failure, timeout, 5xx, 429/503 or open circuit the job goes back to the local queue at its place, or ends
+/// TIMED_OUT (<c>deadline_exceeded</c>) at once if its deadline has passed. A cancel of an OFFLOADED job abandons its
+/// request (<see cref="AbandonSend"/>). On shutdown sends in progress are abandoned: the jobs stay OFFLOADED and are
+/// re-sent on the next start.
 /// </summary>
 internal sealed class OffloadWorker(
     StoreHost storeHost,
@@ -28,11 +29,32 @@ internal sealed class OffloadWorker(
     TimeProvider time,
     ILogger<OffloadWorker> logger) : BackgroundService
 {
-    private readonly HashSet<string> _sending = new(StringComparer.Ordinal);
+    // Jobs being sent, each with the token that abandons its request (shutdown, or a cancel of the job).
+    private readonly Dictionary<string, CancellationTokenSource> _sending = new(StringComparer.Ordinal);
     private readonly Lock _sendingGate = new();
 
     /// <summary>Set by ingest when it stored OFFLOADED jobs.</summary>
     public Signal JobOffloaded { get; } = new();
+
+    /// <summary>
+    /// Abandons the relay request of <paramref name="jobId"/> if one is in progress (<see cref="Ingest.JobControl"/>
+    /// calls it after storing the job CANCELED): the HTTP request is aborted (a relay that notices cancels the job),
+    /// and the send ends without recording anything. Returns false when no request of that job is in progress (a send that
+    /// starts later finds the job no longer OFFLOADED and does not send it).
+    /// </summary>
+    public bool AbandonSend(string jobId)
+    {
+        lock (_sendingGate)
+        {
+            if (!_sending.TryGetValue(jobId, out var abandon))
+            {
+                return false;
+            }
+
+            abandon.Cancel();
+            return true;
+        }
+    }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -43,7 +65,7 @@ internal sealed class OffloadWorker(
             // Offload is off now but an earlier run left jobs OFFLOADED: run them locally, never strand them.
             foreach (var job in store.ListOffloaded())
             {
-                Return(store, job.Id, "offload is disabled");
+                Return(store, job, "offload is disabled");
             }
 
             return;
@@ -69,17 +91,30 @@ internal sealed class OffloadWorker(
 
                 foreach (var job in pending)
                 {
+                    CancellationTokenSource abandon;
                     lock (_sendingGate)
                     {
-                        if (!_sending.Add(job.Id))
+                        if (_sending.ContainsKey(job.Id))
                         {
                             continue;
                         }
+
+                        abandon = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                        _sending.Add(job.Id, abandon);
                     }
 
-                    await slots.WaitAsync(stoppingToken);
+                    try
+                    {
+                        await slots.WaitAsync(stoppingToken);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        Forget(job.Id, abandon);
+                        throw;
+                    }
+
                     sends.RemoveAll(t => t.IsCompleted);
-                    sends.Add(Task.Run(() => SendAsync(client, store, job, slots, stoppingToken), CancellationToken.None));
+                    sends.Add(Task.Run(() => SendAsync(client, store, job, slots, abandon, stoppingToken), CancellationToken.None));
                 }
 
                 await JobOffloaded.WaitAsync(TimeSpan.FromSeconds(5), time, stoppingToken);
@@ -94,37 +129,53 @@ internal sealed class OffloadWorker(
         }
     }
 
-    private async Task SendAsync(RelayClient client, JobStore store, JobRecord job, SemaphoreSlim slots, CancellationToken stoppingToken)
+    private async Task SendAsync(RelayClient client, JobStore store, JobRecord job, SemaphoreSlim slots, CancellationTokenSource abandon, CancellationToken stoppingToken)
     {
         try
         {
+            // The list was read before this send was registered: a cancel in between already ended the job.
+            if (store.Get(job.Id) is not { Status: JobStatuses.Offloaded })
+            {
+                return;
+            }
+
             int? leftMs = null;
             if (job.Deadline is { } deadline)
             {
                 var left = (deadline - time.GetUtcNow()).TotalMilliseconds;
                 if (left < 1)
                 {
-                    Return(store, job.Id, "deadline passed before sending");
+                    Return(store, job, "deadline passed before sending");
                     return;
                 }
 
                 leftMs = (int)Math.Min(left, int.MaxValue);
             }
 
-            var outcome = await client.SubmitAsync(RelayJobJson.Write(job.Request, leftMs), job.Id, null, stoppingToken);
+            var outcome = await client.SubmitAsync(RelayJobJson.Write(job.Request, leftMs), job.Id, null, abandon.Token);
             if (outcome.Kind == RelayOutcomeKind.Completed)
             {
                 var status = outcome.Status is { } s && JobStatuses.IsFinal(s) ? s : JobStatuses.Failed;
+                bool recorded;
                 lock (metrics.Gate)
                 {
-                    if (store.Finish(job.Id, status, outcome.Event!))
+                    recorded = store.Finish(job.Id, status, outcome.Event!);
+                    if (recorded)
                     {
                         metrics.CountFinal(status, RelayJobJson.ErrorCode(outcome.Event!));
                     }
                 }
 
-                OffloadLog.Completed(logger, job.Id, status);
-                signals.OutboxChanged.Set();
+                if (recorded)
+                {
+                    OffloadLog.Completed(logger, job.Id, status);
+                    signals.OutboxChanged.Set();
+                }
+                else
+                {
+                    OffloadLog.AnswerIgnored(logger, job.Id, status); // canceled meanwhile: the first outcome stays
+                }
+
                 return;
             }
 
@@ -135,11 +186,15 @@ internal sealed class OffloadWorker(
                 _ => "failed",
             };
             metrics.RelayErrors.WithLabels(kind).Inc();
-            Return(store, job.Id, kind + (outcome.Error is { } e ? ": " + e : ""));
+            Return(store, job, kind + (outcome.Error is { } e ? ": " + e : ""));
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
             // Shutdown: the job stays OFFLOADED and is re-sent (same id) on the next start.
+        }
+        catch (OperationCanceledException) when (abandon.IsCancellationRequested)
+        {
+            OffloadLog.Abandoned(logger, job.Id); // canceled by its device or operator: already stored CANCELED
         }
         catch (Exception ex) when (ex is IOException or LiteDB.LiteException)
         {
@@ -147,17 +202,53 @@ internal sealed class OffloadWorker(
         }
         finally
         {
-            lock (_sendingGate)
-            {
-                _sending.Remove(job.Id);
-            }
-
+            Forget(job.Id, abandon);
             slots.Release();
         }
     }
 
-    private void Return(JobStore store, string jobId, string why)
+    private void Forget(string jobId, CancellationTokenSource abandon)
     {
+        lock (_sendingGate)
+        {
+            _sending.Remove(jobId);
+            abandon.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Puts a job the relay did not take back in the local queue, or, when its deadline has already passed, ends it
+    /// TIMED_OUT (<c>deadline_exceeded</c>) here: queued, it would only cost the executor two store commits to fail it
+    /// (under overload those commits took most of the executor's time, docs/BENCHMARKS.md Offload).
+    /// </summary>
+    private void Return(JobStore store, JobRecord job, string why)
+    {
+        var now = time.GetUtcNow();
+        if (job.Deadline is { } deadline && (deadline - now).TotalMilliseconds < 1) // the send's own test: under 1 ms left
+        {
+            var waitedMs = (now - job.AcceptedAt).TotalMilliseconds;
+            var message = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"deadline_ms {job.Request.DeadlineMs} passed after {waitedMs:F0} ms while the job was offloaded ({why}); the job was not run");
+            bool expired;
+            lock (metrics.Gate)
+            {
+                expired = store.Finish(job.Id, JobStatuses.TimedOut, JobEvents.Error(job.Id, JobStatuses.TimedOut, JobErrorCodes.DeadlineExceeded, message));
+                if (expired)
+                {
+                    metrics.CountFinal(JobStatuses.TimedOut, JobErrorCodes.DeadlineExceeded);
+                }
+            }
+
+            if (expired)
+            {
+                OffloadLog.Expired(logger, job.Id, why);
+                signals.OutboxChanged.Set();
+            }
+
+            return;
+        }
+
+        var jobId = job.Id;
         bool moved;
         lock (metrics.Gate)
         {
@@ -190,4 +281,13 @@ internal static partial class OffloadLog
 
     [LoggerMessage(1403, LogLevel.Information, "Offload to {RelayUrl} enabled as device {DeviceId} (ρ enter {Enter}, exit {Exit})")]
     public static partial void Enabled(ILogger logger, string relayUrl, string deviceId, double enter, double exit);
+
+    [LoggerMessage(1404, LogLevel.Information, "Offloaded job {JobId} was canceled: its relay request was abandoned")]
+    public static partial void Abandoned(ILogger logger, string jobId);
+
+    [LoggerMessage(1405, LogLevel.Information, "The relay answered {Status} for job {JobId} after it had its final outcome (canceled meanwhile); the answer is ignored")]
+    public static partial void AnswerIgnored(ILogger logger, string jobId, string status);
+
+    [LoggerMessage(1406, LogLevel.Information, "Offloaded job {JobId} ends TIMED_OUT: its deadline passed before the relay ran it ({Reason})")]
+    public static partial void Expired(ILogger logger, string jobId, string reason);
 }

@@ -45,7 +45,8 @@ public sealed class ServiceRateEstimator
     }
 
     /// <summary>Records one finished job.</summary>
-    /// <param name="serviceTime">Time the executor spent on it (prefill + decode), &gt;= 0.</param>
+    /// <param name="serviceTime">Time the executor was taken by it (the daemon: from taking it off the queue to its
+    /// committed outcome, so store commits count as service), &gt;= 0.</param>
     /// <param name="tokens">Tokens it generated, &gt;= 0.</param>
     /// <exception cref="ArgumentOutOfRangeException">An argument is negative.</exception>
     public void Record(TimeSpan serviceTime, int tokens)

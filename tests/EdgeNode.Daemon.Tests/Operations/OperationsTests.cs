@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using EdgeNode.Daemon.Client;
@@ -20,6 +21,8 @@ public sealed class OperationsTests
         await using var daemon = await DaemonHarness.StartWithTestHooksAsync(extra: new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "2" });
         await using var client = await daemon.ConnectClientAsync();
 
+        var wall = Stopwatch.StartNew();
+
         // Two long jobs first (1,000 tokens each: seconds of decode), then the short-deadline job.
         var long1 = client.RunAsync(Utf8("""{"id":"long-1","prompt":"a","max_new_tokens":1000,"temperature":0}"""), Timeout);
         var long2 = client.RunAsync(Utf8("""{"id":"long-2","prompt":"b","max_new_tokens":1000,"temperature":0}"""), Timeout);
@@ -38,6 +41,9 @@ public sealed class OperationsTests
             .Sum(e => JsonDocument.Parse(e.Json).RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
         Assert.Equal(longTokens, MetricsScraper.Get(samples, "edgenode_tokens_generated_total"));
         Assert.Equal(1, MetricsScraper.Get(samples, "edgenode_jobs_expired_total"));
+
+        // Busy time: at least the 2 ms the test hook sleeps after each decoded token, at most the time since the start.
+        Assert.InRange(MetricsScraper.Get(samples, "edgenode_executor_busy_seconds_total"), longTokens * 0.002, wall.Elapsed.TotalSeconds);
     }
 
     /// <summary>DESIGN.md §4.4: beyond Queue:MaxJobs new jobs get queue_full at once; queued ones still finish.</summary>
