@@ -901,6 +901,7 @@ internal sealed class JobStore : IDisposable
         StoreFiles? files = null;
         try
         {
+            CheckNotTruncated();
             files = CreateDatabase();
             LoadState(files.Database);
         }
@@ -934,6 +935,40 @@ internal sealed class JobStore : IDisposable
 
         _files = files;
         SyncDirectory(); // the data and log files may have just been created
+    }
+
+    /// <summary>
+    /// Throws <see cref="UnreadableStoreException"/> when the data file is shorter than its own header says. LiteDB 5's
+    /// header page (page 0) holds the last page id as a little-endian uint32 at byte 64 (LiteDB HeaderPage
+    /// <c>P_LAST_PAGE_ID</c>), and every page is 8,192 bytes, so a complete file is at least (last id + 1) × 8,192 bytes.
+    /// A file cut short (a hard reset during a copy, a full disk) otherwise opens without complaint when the missing
+    /// pages hold only finished jobs or free pages, and fails later at the first insert ("Page type must be data page").
+    /// Checked only when there is no write-ahead log to replay: pages still in the log may legitimately be missing.
+    /// </summary>
+    private void CheckNotTruncated()
+    {
+        const int PageSize = 8192;
+        const int LastPageIdOffset = 64;
+        var log = new FileInfo(Path.Combine(_directory, LogFileName));
+        var data = new FileInfo(DatabasePath);
+        if ((log.Exists && log.Length > 0) || !data.Exists || data.Length < PageSize)
+        {
+            return;
+        }
+
+        Span<byte> header = stackalloc byte[LastPageIdOffset + 4];
+        using (var stream = new FileStream(DatabasePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+        {
+            stream.ReadExactly(header);
+        }
+
+        var lastPageId = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(header[LastPageIdOffset..]);
+        var expected = ((long)lastPageId + 1) * PageSize;
+        if (lastPageId != uint.MaxValue && data.Length < expected)
+        {
+            throw new UnreadableStoreException(string.Create(CultureInfo.InvariantCulture,
+                $"{DatabasePath} is {data.Length} bytes but its header says {expected} (last page {lastPageId}): the file was cut short."));
+        }
     }
 
     /// <summary>Reads meta and every small collection (forcing LiteDB to read their pages) and sets the counters.</summary>
