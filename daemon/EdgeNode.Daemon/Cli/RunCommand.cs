@@ -41,8 +41,9 @@ internal static partial class RunCommand
             // Bind and validate every options section before the host starts, so a configuration error is one
             // clear line (below) rather than the host's "Hosting failed to start" log with a stack trace.
             host.Services.GetService<IStartupValidator>()?.Validate();
-            await host.RunAsync(cancellationToken);
-            return 0;
+            await host.StartAsync(cancellationToken);
+            await host.WaitForShutdownAsync(cancellationToken); // stops the host but, unlike RunAsync, does not dispose it
+            return await ExitCodeAfterStopAsync(host.Services, Console.Error);
         }
         catch (OptionsValidationException ex)
         {
@@ -65,6 +66,25 @@ internal static partial class RunCommand
             await Console.Error.WriteLineAsync("edgenode: start failed: " + ex.Message);
             return 1;
         }
+    }
+
+    /// <summary>
+    /// The exit code once the host has stopped: 1 (with one line naming the service and its error) when a background
+    /// loop failed and stopped the host (<see cref="BackgroundServiceExceptionBehavior.StopHost"/>), else 0. A
+    /// non-zero code lets systemd's <c>Restart=on-failure</c> restart the node; 0 would leave it down.
+    /// </summary>
+    internal static async Task<int> ExitCodeAfterStopAsync(IServiceProvider services, TextWriter error)
+    {
+        var failed = services.GetServices<IHostedService>().OfType<BackgroundService>()
+            .FirstOrDefault(s => s.ExecuteTask is { IsFaulted: true });
+        if (failed is null)
+        {
+            return 0;
+        }
+
+        var reason = failed.ExecuteTask!.Exception?.GetBaseException().Message ?? "unknown error";
+        await error.WriteLineAsync($"edgenode: stopped because {failed.GetType().Name} failed: {reason}");
+        return 1;
     }
 
     /// <summary>
