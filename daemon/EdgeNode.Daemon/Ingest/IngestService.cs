@@ -220,6 +220,15 @@ internal sealed class IngestService(
         foreach (var message in batch)
         {
             var (item, code) = Prepare(message);
+            if (item.Job is null && store.Get(item.JobId) is { } known)
+            {
+                // An invalid message that names a known id never gets an outcome of its own: one id, one outcome
+                // (DESIGN.md §3). It is answered like any resubmission of that id, with the stored outcome (or
+                // its acceptance while the job is pending).
+                item = item with { Job = known.Request };
+                code = null;
+            }
+
             if (item.Job is { } draining && code is null && jobControl.Draining && store.Get(draining.Id) is null)
             {
                 code = JobControl.DrainingCode;
@@ -307,6 +316,11 @@ internal sealed class IngestService(
         var replyTopic = message.Source is { } source ? source.ReplyTopic(parsed.Id)
             : !string.IsNullOrEmpty(responseTopic) ? responseTopic
             : parsed.ReplyTo ?? broker.Topics.DefaultReply(parsed.Id);
+        var loopingReply = message.Source is null && broker.Topics.IsNodeTopic(replyTopic);
+        if (loopingReply)
+        {
+            replyTopic = broker.Topics.DefaultReply(parsed.Id); // the refusal must not loop back either
+        }
         var correlation = m.CorrelationData is { Length: > 0 } ? m.CorrelationData : null;
 
         var job = parsed.Job;
@@ -314,6 +328,13 @@ internal sealed class IngestService(
         if (job is not null && badResponseTopic)
         {
             error = new JobError(JobErrorCodes.InvalidRequest, "the MQTT 5 response topic must be a topic name without '+', '#' or control characters");
+            job = null;
+        }
+
+        if (job is not null && loopingReply)
+        {
+            error = new JobError(JobErrorCodes.InvalidRequest,
+                "the reply topic (response topic or reply_to) must not be one of this node's job, cancel or status topics: the node would read its own events back as jobs");
             job = null;
         }
 

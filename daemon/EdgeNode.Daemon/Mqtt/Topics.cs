@@ -31,6 +31,13 @@ internal sealed class Topics(string prefix, string nodeId)
         return null;
     }
 
+    /// <summary>
+    /// True for a topic the node reads or owns (its job topics, a cancel topic, its status topic). A reply topic there
+    /// would make the node read its own events back as jobs (or overwrite its status), so a job asking for one is refused.
+    /// </summary>
+    public bool IsNodeTopic(string topic) =>
+        topic == PoolJobs || topic == NodeJobs || topic == Status || CancelledJobId(topic) is not null;
+
     /// <summary>Default reply topic of a job without a response topic or <c>reply_to</c>: <c>{prefix}/results/{jobId}</c>.</summary>
     public string DefaultReply(string jobId) => prefix + "/results/" + jobId;
 }

@@ -1,3 +1,6 @@
+using EdgeNode.Shared.Jobs;
+using MQTTnet.Protocol;
+using MQTTnet;
 using System.Text;
 using System.Text.Json;
 using EdgeNode.Daemon.Client;
@@ -59,6 +62,71 @@ public sealed class EmbeddedBrokerTests
         Assert.Equal(["result"], second.Select(e => e.Type));
         Assert.Equal(first[^1].Json, second[^1].Json);
         Assert.Equal(1, daemon.Store.Get("dup-1")!.Attempts);
+    }
+
+    /// <summary>
+    /// An invalid message naming a known id gets the id's stored outcome, never a REJECTED event of its own: a
+    /// consumer that deduplicates by id (README) must not be able to keep a contradicting outcome.
+    /// </summary>
+    [Theory]
+    [InlineData("""{"id":"known-1","prompt":42}""")]
+    [InlineData("""{"id":"known-1","prompt":"Once upon a time","max_new_tokens":5000}""")]
+    public async Task InvalidMessage_WithKnownId_GetsTheStoredOutcome_NotARejection(string invalid)
+    {
+        await using var daemon = await DaemonHarness.StartAsync();
+        await using var client = await daemon.ConnectClientAsync();
+
+        var first = await client.RunAsync(Utf8("""{"id":"known-1","prompt":"Once upon a time","max_new_tokens":4}"""), Timeout);
+        var again = await client.RunAsync(Utf8(invalid), Timeout);
+
+        Assert.Equal(JobStatuses.Succeeded, first[^1].Status);
+        Assert.Equal(["result"], again.Select(e => e.Type));
+        Assert.Equal(first[^1].Json, again[^1].Json);
+        Assert.Equal(JobStatuses.Succeeded, daemon.Store.Get("known-1")!.Status);
+    }
+
+    /// <summary>
+    /// reply_to naming the node's own job topic would make the node read its events back as jobs (a newcomer saw
+    /// two REJECTED "prompt is required" events for a job that had succeeded): refused with invalid_request on the
+    /// default results topic, and nothing is published on the job topic.
+    /// </summary>
+    [Theory]
+    [InlineData("edgenode/jobs")]
+    [InlineData("edgenode/nodes/test-node/jobs")]
+    [InlineData("edgenode/jobs/x/cancel")]
+    [InlineData("edgenode/nodes/test-node/status")]
+    public async Task ReplyTo_OneOfTheNodesOwnTopics_RefusedOnTheDefaultTopic_NothingLoopsBack(string replyTo)
+    {
+        await using var daemon = await DaemonHarness.StartAsync();
+        using var watcher = new MqttClientFactory().CreateMqttClient();
+        var seen = new System.Collections.Concurrent.ConcurrentQueue<(string Topic, string Payload)>();
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        watcher.ApplicationMessageReceivedAsync += e =>
+        {
+            var text = e.ApplicationMessage.ConvertPayloadToString() ?? "";
+            seen.Enqueue((e.ApplicationMessage.Topic, text));
+            if (e.ApplicationMessage.Topic == "edgenode/results/after-loop" && text.Contains("\"type\":\"result\"", StringComparison.Ordinal))
+            {
+                done.TrySetResult();
+            }
+
+            return Task.CompletedTask;
+        };
+        await watcher.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", daemon.BrokerPort).Build());
+        await watcher.SubscribeAsync("edgenode/#", MqttQualityOfServiceLevel.AtLeastOnce);
+
+        await watcher.PublishAsync(new MqttApplicationMessageBuilder().WithTopic("edgenode/jobs").WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithPayload($$"""{"id":"loop-1","prompt":"Hello","max_new_tokens":2,"reply_to":"{{replyTo}}"}""").Build());
+        await watcher.PublishAsync(new MqttApplicationMessageBuilder().WithTopic("edgenode/jobs").WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithPayload("""{"id":"after-loop","prompt":"Hello","max_new_tokens":2}""").Build());
+        await done.Task.WaitAsync(Timeout); // events leave in order: anything for loop-1 was published before this
+
+        var refusal = Assert.Single(seen, m => m.Topic == "edgenode/results/loop-1");
+        Assert.Contains("\"status\":\"REJECTED\"", refusal.Payload, StringComparison.Ordinal);
+        Assert.Contains("\"code\":\"invalid_request\"", refusal.Payload, StringComparison.Ordinal);
+        Assert.Contains("reply topic", refusal.Payload, StringComparison.Ordinal);
+        Assert.DoesNotContain(seen, m => m.Topic == replyTo && m.Payload.Contains("loop-1", StringComparison.Ordinal) && m.Payload.Contains("\"type\"", StringComparison.Ordinal));
+        Assert.Null(daemon.Store.Get("loop-1"));
     }
 
     /// <summary>Every row of ../shared/cases/bad-payloads.md, in one session, then a valid job that must still succeed.</summary>
