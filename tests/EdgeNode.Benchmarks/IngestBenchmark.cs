@@ -69,7 +69,7 @@ internal static class IngestBenchmark
             [dll, "run", "--Node:Id=bench", "--Node:StateDirectory=" + state, "--Inference:ModelPath=" + model,
              "--Mqtt:Host=127.0.0.1", "--Mqtt:Port=" + brokerPort.ToString(inv), "--Admin:Url=http://127.0.0.1:" + adminPort.ToString(inv),
              "--Execution:Paused=true", "--Queue:MaxJobs=10000000", "--Queue:MaxBytes=4000000000", "--Logging:LogLevel:Default=Warning"],
-            new Dictionary<string, string> { ["EDGENODE_CONFIG"] = "/nonexistent/edgenode.json", ["DOTNET_NOLOGO"] = "1" });
+            new Dictionary<string, string> { ["EDGENODE_CONFIG"] = "", ["DOTNET_NOLOGO"] = "1" });
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var readyz = new Uri($"http://127.0.0.1:{adminPort}/readyz");
         while (!await IsOkAsync(http, readyz))

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Security.Cryptography;
 using EdgeNode.CloudRelay.Hosting;
 using EdgeNode.Shared.Offload;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 
 namespace EdgeNode.CloudRelay.Cli;
@@ -36,12 +37,18 @@ internal static class RelayCommands
         try
         {
             await using var app = RelayApp.Build(configArgs);
+            app.Services.GetService<IStartupValidator>()?.Validate(); // one clear line below, not the host's stack-trace log
             await app.RunAsync(cancellationToken);
             return 0;
         }
         catch (OptionsValidationException ex)
         {
             await Console.Error.WriteLineAsync("edgenode-relay: invalid configuration: " + string.Join("; ", ex.Failures));
+            return 2;
+        }
+        catch (InvalidOperationException ex) when (EdgeNode.Shared.Configuration.ConfigurationErrors.IsBindingError(ex))
+        {
+            await Console.Error.WriteLineAsync("edgenode-relay: invalid configuration: " + EdgeNode.Shared.Configuration.ConfigurationErrors.Describe(ex.Message));
             return 2;
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

@@ -78,7 +78,7 @@ internal static class RelayApp
     public static WebApplicationBuilder AddRelay(this WebApplicationBuilder builder)
     {
         var services = builder.Services;
-        services.AddOptions<RelayOptions>().BindConfiguration(RelayOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<RelayOptions>().BindConfiguration(RelayOptions.Section, o => o.ErrorOnUnknownConfiguration = true).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton<IValidateOptions<RelayOptions>, RelayOptionsValidator>();
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<RelayMetrics>();

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using EdgeNode.Daemon.Hosting;
 using EdgeNode.Daemon.Queue;
-using System.Text.RegularExpressions;
+using EdgeNode.Shared.Configuration;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -10,7 +10,7 @@ using Microsoft.Extensions.Options;
 namespace EdgeNode.Daemon.Cli;
 
 /// <summary><c>edgenode run [--Section:Key=value ...]</c>: runs the daemon until SIGTERM/SIGINT.</summary>
-internal static partial class RunCommand
+internal static class RunCommand
 {
     public static Command Create()
     {
@@ -50,10 +50,15 @@ internal static partial class RunCommand
             await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + string.Join("; ", ex.Failures));
             return 2;
         }
-        catch (InvalidOperationException ex) when (ex.Message.Contains("configuration", StringComparison.OrdinalIgnoreCase)
-                                                   || ex.Message.Contains(nameof(BinderOptions.ErrorOnUnknownConfiguration), StringComparison.Ordinal))
+        catch (InvalidOperationException ex) when (ConfigurationErrors.IsBindingError(ex))
         {
-            await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + DescribeBindingError(ex.Message));
+            await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + ConfigurationErrors.Describe(ex.Message));
+            return 2;
+        }
+        catch (InvalidDataException ex) when (ex.GetBaseException() is System.Text.Json.JsonException json)
+        {
+            // A syntax error in a JSON configuration file: say which file and where (JsonException has line and byte).
+            await Console.Error.WriteLineAsync($"edgenode: invalid configuration: {ex.Message} {json.Message}");
             return 2;
         }
         catch (StoreLockedException ex)
@@ -86,26 +91,4 @@ internal static partial class RunCommand
         await error.WriteLineAsync($"edgenode: stopped because {failed.GetType().Name} failed: {reason}");
         return 1;
     }
-
-    /// <summary>
-    /// Rewrites the binder's unknown-key message ("... not found on the instance of X.QueueOptions: 'MaxJob'") as
-    /// "unknown key Queue:MaxJob"; other messages pass unchanged.
-    /// </summary>
-    internal static string DescribeBindingError(string message)
-    {
-        var match = UnknownKeys().Match(message);
-        if (!match.Success)
-        {
-            return message;
-        }
-
-        var section = match.Groups["type"].Value;
-        section = section.EndsWith("Options", StringComparison.Ordinal) ? section[..^"Options".Length] : section;
-        var keys = match.Groups["keys"].Value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-            .Select(k => section + ":" + k.Trim('\''));
-        return $"unknown key {string.Join(", ", keys)} (check the spelling; the Configuration section of README.md lists the keys)";
-    }
-
-    [GeneratedRegex(@"instance of (?:[\w.]+\.)?(?<type>\w+): (?<keys>.+)$")]
-    private static partial Regex UnknownKeys();
 }

@@ -11,13 +11,14 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace EdgeNode.Daemon.Hosting;
 
 /// <summary>
 /// Builds the daemon's host. Configuration sources, later ones winning (DESIGN.md §8):
 /// <c>appsettings.json</c> beside the binary, <c>/etc/edgenode/edgenode.json</c> (or the file named by
-/// <c>EDGENODE_CONFIG</c>), environment variables <c>EDGENODE__Section__Key</c>, command-line
+/// <c>EDGENODE_CONFIG</c>, which must then exist; empty = none), environment variables <c>EDGENODE__Section__Key</c>, command-line
 /// <c>--Section:Key=value</c>, then in-memory overrides (tests and the demo).
 /// </summary>
 internal static class EdgeNodeHost
@@ -34,7 +35,23 @@ internal static class EdgeNodeHost
         });
         var config = builder.Configuration;
         config.AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true, reloadOnChange: false);
-        config.AddJsonFile(Environment.GetEnvironmentVariable("EDGENODE_CONFIG") ?? SystemConfigFile, optional: true, reloadOnChange: false);
+        // EDGENODE_CONFIG unset: the system file if it exists; set to a path: that file, which must exist (a typo in the
+        // path must not start the node on defaults); set but empty: no file.
+        var named = Environment.GetEnvironmentVariable("EDGENODE_CONFIG");
+        if (named is null)
+        {
+            config.AddJsonFile(SystemConfigFile, optional: true, reloadOnChange: false);
+        }
+        else if (named.Length > 0)
+        {
+            if (!File.Exists(named))
+            {
+                throw new InvalidOperationException($"the configuration file {named} named by EDGENODE_CONFIG does not exist");
+            }
+
+            config.AddJsonFile(named, optional: false, reloadOnChange: false);
+        }
+
         config.AddEnvironmentVariables("EDGENODE__");
         config.AddCommandLine(args.ToArray());
         if (overrides is not null)
@@ -80,8 +97,8 @@ internal static class EdgeNodeHost
             .ValidateOnStart();
 
         services.AddOptions<OffloadOptions>().BindConfiguration(OffloadOptions.Section, StrictBinding).ValidateDataAnnotations()
-            .Validate(o => o.Validate() is null, "Offload options are invalid: check Offload:RelayUrl, Offload:DeviceKey (Base64), and RhoExitThreshold <= RhoThreshold.")
             .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<OffloadOptions>>(new RuleValidator<OffloadOptions>(o => o.Validate())); // names the key that breaks a rule
 
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<NodeState>();
@@ -117,4 +134,12 @@ internal static class EdgeNodeHost
         builder.AddIoTHub();
         return builder;
     }
+}
+
+/// <summary>Validates options with a rule method that returns null or a message naming the offending key.</summary>
+internal sealed class RuleValidator<T>(Func<T, string?> rule) : IValidateOptions<T>
+    where T : class
+{
+    public ValidateOptionsResult Validate(string? name, T options) =>
+        rule(options) is { } message ? ValidateOptionsResult.Fail(message) : ValidateOptionsResult.Success;
 }

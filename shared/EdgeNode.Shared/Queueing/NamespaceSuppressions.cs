@@ -8,3 +8,6 @@ using System.Diagnostics.CodeAnalysis;
 [assembly: SuppressMessage("Naming", "CA1716:Identifiers should not match keywords",
     Scope = "namespace", Target = "~N:EdgeNode.Shared.Offload",
     Justification = "Namespace fixed by DESIGN.md; no Visual Basic consumers.")]
+[assembly: SuppressMessage("Naming", "CA1716:Identifiers should not match keywords",
+    Scope = "namespace", Target = "~N:EdgeNode.Shared.Configuration",
+    Justification = "Namespace fixed by DESIGN.md; no Visual Basic consumers.")]

@@ -57,6 +57,8 @@ public sealed class CliTests
     [InlineData("--Queue:MaxJobs=-1", "MaxJobs")]
     [InlineData("--Queue:MaxJob=5", "Queue:MaxJob")] // a misspelt key is an error, not silently ignored
     [InlineData("--Offload:RhoTreshold=0.9", "Offload:RhoTreshold")]
+    [InlineData("--Offload:RelayUrl=ftp://x", "Offload:RelayUrl")]
+    [InlineData("--Offload:RhoExitThreshold=0.95", "Offload:RhoExitThreshold")]
     public async Task Run_BadConfiguration_ExitsTwoNamingTheKeyWithoutStackTrace(string arg, string key)
     {
         using var state = new TempDirectory();
@@ -64,6 +66,26 @@ public sealed class CliTests
         Assert.Equal(2, await p.WaitForExitAsync(Timeout));
         Assert.Contains(p.Lines, l => l.StartsWith("edgenode: invalid configuration", StringComparison.Ordinal) && l.Contains(key, StringComparison.Ordinal));
         Assert.DoesNotContain(p.Lines, l => l.Contains("   at ", StringComparison.Ordinal) || l.Contains("Hosting failed to start", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("missing", "does not exist")]
+    [InlineData("{\"Queue\": {\"MaxJobs\": 5,}", "LineNumber")]
+    [InlineData("{\"Queue\": {\"MaxJob\": 5}}", "unknown key Queue:MaxJob")]
+    public async Task Run_BadConfigurationFile_ExitsTwoNamingTheFileOrKey(string content, string expected)
+    {
+        using var state = new TempDirectory();
+        var file = Path.Combine(state.Path, "edgenode.json");
+        if (content != "missing")
+        {
+            await File.WriteAllTextAsync(file, content);
+        }
+
+        await using var p = EdgeNodeProcess.StartWithEnvironment(new Dictionary<string, string> { ["EDGENODE_CONFIG"] = file },
+            "run", "--Node:StateDirectory=" + state.Path, "--Admin:Url=");
+        Assert.Equal(2, await p.WaitForExitAsync(Timeout));
+        Assert.Contains(p.Lines, l => l.StartsWith("edgenode: invalid configuration", StringComparison.Ordinal) && l.Contains(expected, StringComparison.Ordinal)
+                                      && (expected.StartsWith("unknown", StringComparison.Ordinal) || l.Contains(file, StringComparison.Ordinal)));
     }
 
     /// <summary>../shared/cases/durability.md 2: a second instance on the same state directory exits non-zero naming the lock.</summary>

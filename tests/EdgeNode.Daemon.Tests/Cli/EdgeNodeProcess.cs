@@ -15,7 +15,7 @@ internal static class EdgeNodeProcess
         var env = new Dictionary<string, string>
         {
             // Keep a developer's /etc/edgenode/edgenode.json out of the tests.
-            ["EDGENODE_CONFIG"] = "/nonexistent/edgenode.json",
+            ["EDGENODE_CONFIG"] = "",
             ["DOTNET_NOLOGO"] = "1",
         };
         foreach (var (k, v) in environment)
