@@ -87,6 +87,12 @@ internal static class GenerateCommand
             return ExitUsage;
         }
 
+        if (request.Prompt.Length == 0)
+        {
+            error.WriteLine("generate: the prompt must not be empty (as for jobs, DESIGN.md §3)");
+            return ExitUsage;
+        }
+
         string? invalid = request.Parameters.Validate();
         if (invalid is not null)
         {

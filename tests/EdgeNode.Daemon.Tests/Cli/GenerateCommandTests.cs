@@ -94,6 +94,16 @@ public sealed class GenerateCommandTests(TinyModelFile model) : IClassFixture<Ti
     }
 
     [Fact]
+    public void Invoke_EmptyPrompt_ExitsTwo_AsAJobWouldBeRejected()
+    {
+        var (exitCode, stdout, stderr) = Invoke("--model", model.Path, "");
+
+        Assert.Equal(2, exitCode);
+        Assert.Empty(stdout);
+        Assert.Contains("prompt must not be empty", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Invoke_NoModelOption_ExitsTwo()
     {
         var (exitCode, _, stderr) = Invoke("Hello");
