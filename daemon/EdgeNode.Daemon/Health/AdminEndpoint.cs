@@ -84,6 +84,6 @@ internal sealed class AdminEndpoint(IOptions<AdminOptions> options, NodeState st
 /// <summary>Log messages of the health feature (event ids 600-699).</summary>
 internal static partial class Log
 {
-    [LoggerMessage(600, LogLevel.Information, "Admin endpoint listening on {Url} (/healthz, /readyz)")]
+    [LoggerMessage(600, LogLevel.Information, "Admin endpoint listening on {Url} (/healthz, /readyz, /metrics)")]
     public static partial void AdminListening(ILogger logger, string url);
 }
