@@ -462,26 +462,14 @@ internal sealed class JobStore : IDisposable
         }
     }
 
-    /// <summary>
-    /// Removes a published entry from the outbox (after its QoS 1 PUBACK). Not fsynced: if the removal is lost the
-    /// entry is published again, byte-identical. Unknown or already removed entries are ignored.
-    /// </summary>
+    /// <summary>Removes one published entry from the outbox: <see cref="MarkDelivered(IReadOnlyList{long})"/> of one.</summary>
     /// <exception cref="IOException">I/O error.</exception>
-    public void MarkDelivered(long seq)
-    {
-        lock (_gate)
-        {
-            if (Read(db => db.GetCollection(OutboxCollection).Delete(seq)))
-            {
-                _outboxCount--;
-            }
-        }
-    }
+    public void MarkDelivered(long seq) => MarkDelivered([seq]);
 
     /// <summary>
-    /// Removes published entries from the outbox in one transaction (the outbox publisher's batch of PUBACKs): one
-    /// log write instead of one per entry. Not fsynced, like <see cref="MarkDelivered(long)"/>. Unknown or already
-    /// removed entries are ignored.
+    /// Removes published entries from the outbox (after their QoS 1 PUBACKs) in one transaction (the outbox publisher's
+    /// batch): one log write instead of one per entry. Not fsynced: if the removal is lost the entries are published
+    /// again, byte-identical. Unknown or already removed entries are ignored.
     /// </summary>
     /// <param name="seqs">Outbox sequence numbers (<see cref="OutboxEntry.Seq"/>), in any order.</param>
     /// <exception cref="ArgumentNullException"><paramref name="seqs"/> is null.</exception>
