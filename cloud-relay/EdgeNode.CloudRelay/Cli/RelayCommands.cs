@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Security.Cryptography;
 using EdgeNode.CloudRelay.Hosting;
+using EdgeNode.Shared.Configuration;
 using EdgeNode.Shared.Offload;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
@@ -46,9 +47,9 @@ internal static class RelayCommands
             await Console.Error.WriteLineAsync("edgenode-relay: invalid configuration: " + string.Join("; ", ex.Failures));
             return 2;
         }
-        catch (InvalidOperationException ex) when (EdgeNode.Shared.Configuration.ConfigurationErrors.IsBindingError(ex))
+        catch (Exception ex) when (ConfigurationErrors.DescribeStartupError(ex) is { } problem)
         {
-            await Console.Error.WriteLineAsync("edgenode-relay: invalid configuration: " + EdgeNode.Shared.Configuration.ConfigurationErrors.Describe(ex.Message));
+            await Console.Error.WriteLineAsync("edgenode-relay: invalid configuration: " + problem);
             return 2;
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

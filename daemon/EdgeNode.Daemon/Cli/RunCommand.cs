@@ -50,15 +50,9 @@ internal static class RunCommand
             await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + string.Join("; ", ex.Failures));
             return 2;
         }
-        catch (InvalidOperationException ex) when (ConfigurationErrors.IsBindingError(ex))
+        catch (Exception ex) when (ConfigurationErrors.DescribeStartupError(ex) is { } problem)
         {
-            await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + ConfigurationErrors.Describe(ex.Message));
-            return 2;
-        }
-        catch (InvalidDataException ex) when (ex.GetBaseException() is System.Text.Json.JsonException json)
-        {
-            // A syntax error in a JSON configuration file: say which file and where (JsonException has line and byte).
-            await Console.Error.WriteLineAsync($"edgenode: invalid configuration: {ex.Message} {json.Message}");
+            await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + problem);
             return 2;
         }
         catch (StoreLockedException ex)

@@ -17,6 +17,20 @@ public static partial class ConfigurationErrors
     }
 
     /// <summary>
+    /// The one-line description of a configuration error met while building or validating a host, or null when
+    /// <paramref name="exception"/> is not one: a binder error (<see cref="IsBindingError"/>, described by
+    /// <see cref="Describe"/>) or a JSON syntax error in a configuration file (the file, then the line and byte of
+    /// the <see cref="System.Text.Json.JsonException"/>). Options validation failures are not covered: their
+    /// <c>OptionsValidationException</c> lists its failures itself.
+    /// </summary>
+    public static string? DescribeStartupError(Exception exception) => exception switch
+    {
+        InvalidOperationException binding when IsBindingError(binding) => Describe(binding.Message),
+        InvalidDataException file when file.GetBaseException() is System.Text.Json.JsonException json => $"{file.Message} {json.Message}",
+        _ => null,
+    };
+
+    /// <summary>
     /// Rewrites the binder's unknown-key message ("... not found on the instance of X.QueueOptions: 'MaxJob'") as
     /// "unknown key Queue:MaxJob (...)"; other messages pass unchanged.
     /// </summary>
