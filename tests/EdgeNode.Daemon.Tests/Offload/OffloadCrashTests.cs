@@ -32,10 +32,11 @@ public sealed class OffloadCrashTests
         await using var relay = await HoldingRelay.StartAsync();
         using var state = new TempDirectory();
         await using var broker = await Mosquitto.StartAsync();
+        const int delayMs = 50; // a local job takes >= 200 ms, so the burst overflows the one-job queue on any machine
         await using var node = new NodeProcess(state.Path, broker.Port, "offcrash",
-            [.. OffloadTests.NodeConfig(relay.Port, maxJobs: 1, maxConcurrent: 16, decodeStepDelayMs: 50).Select(kv => $"--{kv.Key}={kv.Value}")])
+            [.. OffloadTests.NodeConfig(relay.Port, maxJobs: 1, maxConcurrent: 16, decodeStepDelayMs: delayMs).Select(kv => $"--{kv.Key}={kv.Value}")])
         {
-            DecodeStepDelayMs = 50, // a local job takes >= 200 ms, so the burst overflows the one-job queue on any machine
+            DecodeStepDelayMs = delayMs, // turns the hooks on; NodeConfig's setting comes later on the command line
         };
         await node.StartReadyAsync();
         await using var device = await DeviceClient.ConnectAsync(broker.Port, "offcrash");
