@@ -43,6 +43,7 @@ internal sealed class NodeMetrics
         ServiceRate = f.CreateGauge("edgenode_service_rate", "μ: jobs per second the local executor completes (0 = unknown).");
         Utilization = f.CreateGauge("edgenode_utilization", "ρ = λ/μ (+Inf while μ is unknown and jobs arrive).");
         PredictedWait = f.CreateGauge("edgenode_predicted_time_in_system_seconds", "M/M/1 W = 1/(μ−λ), seconds (+Inf when ρ ≥ 1).");
+        RelayRoundTrip = f.CreateGauge("edgenode_relay_round_trip_seconds", "Mean seconds from sending a job to the relay to its outcome, over the last 64 jobs the relay completed (0: none yet).");
         RelayCircuit = f.CreateGauge("edgenode_relay_circuit_state", "Relay circuit breaker: 0 closed, 1 half-open, 2 open; -1 offload disabled.");
         StoreQuarantined = f.CreateGauge("edgenode_store_quarantined", "1 when the job database was found corrupt at start and moved aside.");
     }
@@ -110,6 +111,9 @@ internal sealed class NodeMetrics
     public Gauge PredictedWait { get; }
 
     public Gauge RelayCircuit { get; }
+
+    /// <summary>edgenode_relay_round_trip_seconds: the relay's mean round trip as this node measures it, seconds.</summary>
+    public Gauge RelayRoundTrip { get; }
 
     /// <summary>Called under <see cref="Gate"/> before each scrape to set the offload gauges (set by the offload router).</summary>
     public Action? BeforeScrape { get; set; }

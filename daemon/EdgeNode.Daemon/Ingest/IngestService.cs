@@ -216,6 +216,7 @@ internal sealed class IngestService(
         var queuedBytes = store.QueuedBytes;
         var limits = queueOptions.Value;
         var inService = router.Enabled ? metrics.DepthSource?.Invoke().InFlight ?? 0 : 0;
+        var offloaded = router.Enabled ? store.CountOffloaded() : 0;
         _relayReasons.Clear();
         foreach (var message in batch)
         {
@@ -247,7 +248,7 @@ internal sealed class IngestService(
                 {
                     // DESIGN.md §5: local, relay, or queue_full (the policy returns Local only when the queue has room).
                     var full = queuedJobs + 1 > limits.MaxJobs || queuedBytes + bytes > limits.MaxBytes;
-                    var decision = router.Decide(queuedJobs + inService, job.MaxNewTokens, job.DeadlineMs, full);
+                    var decision = router.Decide(queuedJobs + inService, offloaded, job.MaxNewTokens, job.DeadlineMs, full);
                     if (decision.Route == EdgeNode.Shared.Offload.OffloadRoute.Relay)
                     {
                         relayReason = decision.Reason switch
@@ -256,6 +257,7 @@ internal sealed class IngestService(
                             EdgeNode.Shared.Offload.OffloadReason.QueueFull => "queue_full",
                             _ => "overloaded",
                         };
+                        offloaded++;
                         item = item with { Offload = true, EventPayload = JobEvents.Accepted(job.Id, "relay", _nodeId) };
                         items.Add(item);
                         codes.Add(null);

@@ -118,7 +118,8 @@ internal sealed class StatusPublisher : BackgroundService
         }
     }
 
-    /// <summary>λ, μ (jobs/s), ρ, predicted W (s; null when infinite or unknown), routed and error totals, circuit state.</summary>
+    /// <summary>λ, μ (jobs/s), ρ, predicted W (s; null when infinite or unknown), the relay's mean round trip (s; null before the
+    /// first), routed and error totals, circuit state.</summary>
     private Dictionary<string, object?> OffloadStatus()
     {
         var q = _router.Estimator.Snapshot();
@@ -133,6 +134,7 @@ internal sealed class StatusPublisher : BackgroundService
             ["predicted_time_in_system_s"] = Finite(q.PredictedTimeInSystem),
             ["tokens_per_second"] = Finite(q.TokensPerSecond),
             ["offloaded"] = _router.OffloadedCount?.Invoke() ?? 0,
+            ["relay_round_trip_s"] = _router.RelayRoundTrip.SampleCount > 0 ? Finite(_router.RelayRoundTrip.MeanServiceSeconds) : null,
             ["routed_relay"] = Sum(_metrics.RoutedToRelay),
             ["returned_local"] = _metrics.RelayReturned.Value,
             ["relay_errors"] = Sum(_metrics.RelayErrors),

@@ -86,6 +86,23 @@ internal sealed class OffloadRouter : IDisposable
     /// <summary>λ (every accepted job, offloaded ones included) and μ (the local executor's service times).</summary>
     public QueueEstimator Estimator { get; }
 
+    /// <summary>
+    /// The relay's round trip as this node sees it: seconds from sending a job to its outcome, over the last 64 jobs
+    /// the relay completed (queueing at the relay included). With <c>Offload:MaxConcurrent</c> requests at a time it
+    /// predicts when a newly offloaded job would finish (<see cref="PredictRelaySeconds"/>).
+    /// </summary>
+    public ServiceRateEstimator RelayRoundTrip { get; } = new(64);
+
+    /// <summary>
+    /// Predicted completion of a job sent to the relay now with <paramref name="relayJobsAhead"/> of this node's jobs
+    /// already offloaded (sending or waiting for one of the <c>Offload:MaxConcurrent</c> send slots), seconds
+    /// (<see cref="QueueingFormulas.MultiServerCompletionSeconds"/>); null before the first round trip is measured.
+    /// </summary>
+    public double? PredictRelaySeconds(int relayJobsAhead) =>
+        RelayRoundTrip.SampleCount == 0
+            ? null
+            : QueueingFormulas.MultiServerCompletionSeconds(relayJobsAhead, _configured.MaxConcurrent, RelayRoundTrip.MeanServiceSeconds);
+
     /// <summary>The relay client, or null when offload is disabled.</summary>
     public RelayClient? Client { get; }
 
@@ -104,6 +121,7 @@ internal sealed class OffloadRouter : IDisposable
         _metrics.ServiceRate.Set(q.ServiceRate);
         _metrics.Utilization.Set(q.Utilization);
         _metrics.PredictedWait.Set(q.PredictedTimeInSystem);
+        _metrics.RelayRoundTrip.Set(RelayRoundTrip.MeanServiceSeconds);
         _metrics.RelayCircuit.Set(Client?.CircuitState switch
         {
             null => -1,
@@ -117,15 +135,16 @@ internal sealed class OffloadRouter : IDisposable
     /// Routes one new job. Call under the metrics gate (one caller at a time: the policy keeps hysteresis state).
     /// </summary>
     /// <param name="jobsAhead">Jobs queued plus in service locally.</param>
+    /// <param name="relayJobsAhead">This node's jobs OFFLOADED and not yet answered (sending or waiting to be sent).</param>
     /// <param name="maxNewTokens">The job's token budget (its own service time is this / tokens per second).</param>
     /// <param name="deadlineMs">The job's deadline_ms, or null.</param>
     /// <param name="localQueueFull">True when Queue:MaxJobs or Queue:MaxBytes would be exceeded.</param>
-    public OffloadDecision Decide(int jobsAhead, int maxNewTokens, int? deadlineMs, bool localQueueFull)
+    public OffloadDecision Decide(int jobsAhead, int relayJobsAhead, int maxNewTokens, int? deadlineMs, bool localQueueFull)
     {
         var q = Estimator.Snapshot();
         double? own = q.TokensPerSecond > 0 ? maxNewTokens / q.TokensPerSecond : null;
         var available = RelayAvailable(out var probe);
-        var decision = _policy.Decide(new OffloadInputs(q, jobsAhead, own, deadlineMs / 1000.0, localQueueFull, available));
+        var decision = _policy.Decide(new OffloadInputs(q, jobsAhead, own, deadlineMs / 1000.0, localQueueFull, available, PredictRelaySeconds(relayJobsAhead)));
         if (probe && decision.Route == OffloadRoute.Relay)
         {
             _openSince = _time.GetTimestamp(); // this job is the probe; the next one waits another break

@@ -32,13 +32,21 @@ public enum OffloadReason
 
     /// <summary>Relay, or a refusal when the relay is unavailable: the local queue is full.</summary>
     QueueFull,
+
+    /// <summary>
+    /// Local although the node is overloaded or the deadline is at risk: the relay is no faster, because this node's
+    /// jobs already there (its backlog at the relay, with the relay's measured round trip) would finish the job no
+    /// sooner than the local queue.
+    /// </summary>
+    RelayBusy,
 }
 
 /// <summary>The policy's answer for one job.</summary>
 /// <param name="Route">Where the job goes.</param>
 /// <param name="Reason">Why.</param>
 /// <param name="PredictedLocalSeconds">Predicted local completion (work ahead / μ + own service time), seconds; +∞ when μ is unknown.</param>
-public readonly record struct OffloadDecision(OffloadRoute Route, OffloadReason Reason, double PredictedLocalSeconds);
+/// <param name="PredictedRelaySeconds">Predicted completion on the relay (<see cref="OffloadInputs.RelayPredictedSeconds"/>), seconds; 0 when unknown.</param>
+public readonly record struct OffloadDecision(OffloadRoute Route, OffloadReason Reason, double PredictedLocalSeconds, double PredictedRelaySeconds = 0);
 
 /// <summary>What the policy needs to know about the node and the job when deciding.</summary>
 /// <param name="Queue">λ, μ, ρ now (<see cref="QueueEstimator.Snapshot"/>).</param>
@@ -48,13 +56,18 @@ public readonly record struct OffloadDecision(OffloadRoute Route, OffloadReason 
 /// <param name="DeadlineSeconds">Time left until the job's deadline, seconds; null when it has none.</param>
 /// <param name="LocalQueueFull">True when the local queue cannot take another job (jobs or bytes).</param>
 /// <param name="RelayAvailable">True when offloading is enabled, the circuit is closed (or half-open) and no Retry-After pause is running.</param>
+/// <param name="RelayPredictedSeconds">Predicted completion of this job if sent to the relay now, seconds: its measured
+/// round trip with this node's jobs already offloaded ahead of it
+/// (<see cref="QueueingFormulas.MultiServerCompletionSeconds"/>); null while no round trip has been measured yet
+/// (the relay then counts as immediate).</param>
 public readonly record struct OffloadInputs(
     QueueSnapshot Queue,
     int JobsAhead,
     double? OwnServiceSeconds,
     double? DeadlineSeconds,
     bool LocalQueueFull,
-    bool RelayAvailable);
+    bool RelayAvailable,
+    double? RelayPredictedSeconds = null);
 
 /// <summary>Thresholds of <see cref="OffloadPolicy"/> (<c>Offload:RhoThreshold</c>, DESIGN.md §8).</summary>
 public sealed record OffloadPolicyOptions
@@ -91,13 +104,21 @@ public sealed record OffloadPolicyOptions
 /// one threshold (ρ is only trusted once μ has been measured).</item>
 /// <item>Relay unavailable (disabled, circuit open, Retry-After pause): local, or <c>queue_full</c> when the local queue is full.</item>
 /// <item>Local queue full: relay.</item>
-/// <item>Deadline: when predicted local completion = jobs ahead / μ + own service time exceeds the time left, relay.</item>
-/// <item>Overloaded and at least <see cref="OffloadPolicyOptions.LocalBacklogJobs"/> jobs ahead: relay.
+/// <item>Deadline: when predicted local completion = jobs ahead / μ + own service time exceeds the time left, relay,
+/// unless the relay's predicted completion is no sooner (then local, <see cref="OffloadReason.RelayBusy"/>).</item>
+/// <item>Overloaded and at least <see cref="OffloadPolicyOptions.LocalBacklogJobs"/> jobs ahead: relay, unless the
+/// relay's predicted completion is later than the local one (then local, <see cref="OffloadReason.RelayBusy"/>).
 /// Keeping a short local backlog while offloading keeps the local executor busy: at λ = 2μ, admitting a job
 /// locally only when fewer than 2 are ahead makes the local queue an M/M/1/3 queue, busy 1 − 1/15 ≈ 93 % of
 /// the time (Kleinrock Vol. 1 §3.6, p_k ∝ ρ^k).</item>
 /// <item>Otherwise local.</item>
 /// </list>
+/// <para>Comparing the two predicted completions is "join the shortest expected delay" routing (Whitt, "Deciding
+/// which queue to join", <i>Operations Research</i> 34(1), 1986): the relay's back-pressure reaches admission. Without
+/// it, the node offloaded every job beyond its local backlog however many it had already sent, and under sustained
+/// overload those jobs waited OFFLOADED at the node for a send slot until their deadlines passed (docs/BENCHMARKS.md,
+/// Offload). With it, the local queue grows only until it is as fast as the relay, so both stay busy and a
+/// job goes where it is predicted to finish first.</para>
 /// <para>ρ here is λ of all accepted jobs over the local μ, so while jobs are offloaded ρ stays high and the
 /// flag stays on; it turns off once the offered load itself falls below the exit threshold.</para>
 /// </remarks>
@@ -136,29 +157,34 @@ public sealed class OffloadPolicy
         }
 
         var predicted = PredictLocalSeconds(inputs);
+        var relay = inputs.RelayPredictedSeconds ?? 0;
         if (!inputs.RelayAvailable)
         {
             return inputs.LocalQueueFull
-                ? new OffloadDecision(OffloadRoute.RejectQueueFull, OffloadReason.QueueFull, predicted)
-                : new OffloadDecision(OffloadRoute.Local, Wanted(inputs, predicted) ? OffloadReason.RelayUnavailable : OffloadReason.LocalCapacity, predicted);
+                ? new OffloadDecision(OffloadRoute.RejectQueueFull, OffloadReason.QueueFull, predicted, relay)
+                : new OffloadDecision(OffloadRoute.Local, Wanted(inputs, predicted) ? OffloadReason.RelayUnavailable : OffloadReason.LocalCapacity, predicted, relay);
         }
 
         if (inputs.LocalQueueFull)
         {
-            return new OffloadDecision(OffloadRoute.Relay, OffloadReason.QueueFull, predicted);
+            return new OffloadDecision(OffloadRoute.Relay, OffloadReason.QueueFull, predicted, relay);
         }
 
         if (MissesDeadline(inputs, predicted))
         {
-            return new OffloadDecision(OffloadRoute.Relay, OffloadReason.Deadline, predicted);
+            return relay < predicted
+                ? new OffloadDecision(OffloadRoute.Relay, OffloadReason.Deadline, predicted, relay)
+                : new OffloadDecision(OffloadRoute.Local, OffloadReason.RelayBusy, predicted, relay);
         }
 
         if (Overloaded && inputs.JobsAhead >= _options.LocalBacklogJobs)
         {
-            return new OffloadDecision(OffloadRoute.Relay, OffloadReason.Overloaded, predicted);
+            return relay <= predicted
+                ? new OffloadDecision(OffloadRoute.Relay, OffloadReason.Overloaded, predicted, relay)
+                : new OffloadDecision(OffloadRoute.Local, OffloadReason.RelayBusy, predicted, relay);
         }
 
-        return new OffloadDecision(OffloadRoute.Local, OffloadReason.LocalCapacity, predicted);
+        return new OffloadDecision(OffloadRoute.Local, OffloadReason.LocalCapacity, predicted, relay);
     }
 
     private bool Wanted(in OffloadInputs inputs, double predicted) =>

@@ -86,6 +86,28 @@ public static class QueueingFormulas
         return rate == 0 ? double.PositiveInfinity : workAhead / rate;
     }
 
+    /// <summary>
+    /// Expected completion of a new job sent to a server with <paramref name="servers"/> parallel slots (the relay:
+    /// <c>Offload:MaxConcurrent</c> requests at a time) when <paramref name="jobsAhead"/> jobs are already there or
+    /// waiting for a slot: its own service time S, plus, when every slot is taken, the wait for
+    /// jobsAhead − servers + 1 of them to finish at the combined rate servers / S. This is the M/M/c result that an
+    /// arrival finding n ≥ c in the system waits (n − c + 1) / (cμ) (Kleinrock, <i>Queueing Systems Vol. 1</i>,
+    /// §3.5, M/M/m; Gross and Harris, <i>Fundamentals of Queueing Theory</i>, §2.3), with μ = 1/S.
+    /// </summary>
+    /// <param name="jobsAhead">Jobs at the server or waiting for one of its slots, ≥ 0.</param>
+    /// <param name="servers">Parallel slots c, ≥ 1.</param>
+    /// <param name="meanServiceSeconds">Mean time one job holds a slot, S, seconds, ≥ 0 (for the relay: its measured round trip).</param>
+    /// <returns>Seconds until the new job completes: S when a slot is free, else S + (n − c + 1) S / c.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">An argument is out of its range or NaN.</exception>
+    public static double MultiServerCompletionSeconds(int jobsAhead, int servers, double meanServiceSeconds)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(jobsAhead);
+        ArgumentOutOfRangeException.ThrowIfLessThan(servers, 1);
+        RequireRate(meanServiceSeconds, nameof(meanServiceSeconds));
+        var waitingFor = Math.Max(0, jobsAhead - servers + 1);
+        return meanServiceSeconds + (waitingFor * meanServiceSeconds / servers);
+    }
+
     private static void RequireRate(double value, string name)
     {
         if (double.IsNaN(value) || value < 0)

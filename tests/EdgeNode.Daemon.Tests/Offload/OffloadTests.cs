@@ -46,6 +46,7 @@ public sealed class OffloadTests
         AssertReconciles(m);
         Assert.Equal(0, MetricsScraper.Get(m, "edgenode_jobs_offloaded"));
         Assert.Equal(0, MetricsScraper.Get(m, "edgenode_relay_circuit_state")); // closed
+        Assert.True(MetricsScraper.Get(m, "edgenode_relay_round_trip_seconds") > 0); // measured from the relay's answers
         Assert.True(MetricsScraper.Get(m, "edgenode_service_rate") > 0); // μ measured from local service times
         Assert.True(MetricsScraper.Get(m, "edgenode_arrival_rate") > 0); // λ counts every accepted job
         foreach (var job in jobs)

@@ -7,8 +7,8 @@ public sealed class OffloadPolicyTests
 {
     private const double Mu = 10;
 
-    private static OffloadInputs Inputs(double rho, int jobsAhead = 5, double? deadline = null, bool full = false, bool relay = true, double mu = Mu, double? own = null) =>
-        new(new QueueSnapshot(rho * mu, mu, mu > 0 ? rho : double.PositiveInfinity, 0, 0, 0), jobsAhead, own, deadline, full, relay);
+    private static OffloadInputs Inputs(double rho, int jobsAhead = 5, double? deadline = null, bool full = false, bool relay = true, double mu = Mu, double? own = null, double? relaySeconds = null) =>
+        new(new QueueSnapshot(rho * mu, mu, mu > 0 ? rho : double.PositiveInfinity, 0, 0, 0), jobsAhead, own, deadline, full, relay, relaySeconds);
 
     [Fact]
     public void Decide_BelowThreshold_Local()
@@ -110,6 +110,43 @@ public sealed class OffloadPolicyTests
 
         Assert.Equal(OffloadRoute.Local, decision.Route);
         Assert.Equal(OffloadReason.RelayUnavailable, decision.Reason);
+    }
+
+    [Fact]
+    public void Decide_OverloadedButTheRelayIsPredictedSlower_LocalBecauseTheRelayIsBusy()
+    {
+        var policy = new OffloadPolicy();
+
+        // Local: 5 ahead / 10 jobs/s + 0.1 s = 0.6 s; the relay (its backlog from this node and round trip): 0.9 s.
+        var decision = policy.Decide(Inputs(2.0, jobsAhead: 5, relaySeconds: 0.9));
+
+        Assert.Equal(OffloadRoute.Local, decision.Route);
+        Assert.Equal(OffloadReason.RelayBusy, decision.Reason);
+        Assert.Equal(0.9, decision.PredictedRelaySeconds, 9);
+        // As soon as the relay is no slower than the local queue, jobs go there again.
+        Assert.Equal(OffloadRoute.Relay, policy.Decide(Inputs(2.0, jobsAhead: 5, relaySeconds: 0.6)).Route);
+    }
+
+    [Fact]
+    public void Decide_DeadlineMissedLocallyAndTheRelayIsNoSooner_LocalBecauseTheRelayIsBusy()
+    {
+        var policy = new OffloadPolicy();
+
+        // Local 0.6 s > 0.5 s left; the relay predicts 0.7 s: no route makes it, the sooner one is local.
+        var late = policy.Decide(Inputs(0.3, jobsAhead: 5, deadline: 0.5, relaySeconds: 0.7));
+        var sooner = policy.Decide(Inputs(0.3, jobsAhead: 5, deadline: 0.5, relaySeconds: 0.4));
+
+        Assert.Equal((OffloadRoute.Local, OffloadReason.RelayBusy), (late.Route, late.Reason));
+        Assert.Equal((OffloadRoute.Relay, OffloadReason.Deadline), (sooner.Route, sooner.Reason));
+    }
+
+    [Fact]
+    public void Decide_LocalQueueFullAndTheRelayPredictedSlow_StillRelay()
+    {
+        // A full local queue cannot take the job: the relay (however slow) is the only place, as before.
+        var decision = new OffloadPolicy().Decide(Inputs(2.0, full: true, relaySeconds: 100));
+
+        Assert.Equal((OffloadRoute.Relay, OffloadReason.QueueFull), (decision.Route, decision.Reason));
     }
 
     [Fact]

@@ -56,6 +56,46 @@ public sealed class QueueSimulationTests(Xunit.Abstractions.ITestOutputHelper ou
         Assert.Equal(1, run.ModeChanges);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Simulate_LambdaTwiceMuWithARelayOfFourSlots_LocalStaysBusyAndOffloadedJobsDoNotQueue(int seed)
+    {
+        // A relay with 4 request slots, each serving at μ/2 (round trip 2/μ): capacity 2μ for the ~μ of overflow.
+        var run = QueueSimulation.Run(2 * Mu, Mu, jobs: 100_000, seed, new OffloadPolicy(), relaySlots: 4, relayRate: Mu / 2);
+        output.WriteLine(run.ToString());
+
+        Assert.True(run.LocalUtilization >= 0.8, $"local utilization {run.LocalUtilization:P1}");
+        Assert.InRange((double)run.Offloaded / run.Arrivals, 0.35, 0.65);
+        // An offloaded job takes about its round trip (2/μ) plus little waiting for a slot.
+        Assert.True(run.MeanRelayTimeInSystem < 3 / Mu, $"relay W {run.MeanRelayTimeInSystem:F3} s");
+        Assert.True(run.MeanLocalTimeInSystem < 5 / Mu, $"local W {run.MeanLocalTimeInSystem:F3} s");
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Simulate_RelayWithLessCapacityThanTheOverflow_PredictedRelayCompletionBalancesTheDelays(bool predictRelay)
+    {
+        // λ = 2μ but the relay serves only 0.5μ (2 slots at μ/4): the system is overloaded whatever the routing.
+        // Told the relay's predicted completion, the policy sends a job where it is predicted to finish first, so
+        // the two delays stay alike; without it (the policy before), every job beyond the local backlog of 2 went
+        // to the relay, where they piled up waiting for a slot while the local queue stayed short.
+        var run = QueueSimulation.Run(2 * Mu, Mu, jobs: 20_000, seed: 4, new OffloadPolicy(), relaySlots: 2, relayRate: Mu / 4, predictRelay: predictRelay);
+        output.WriteLine(run.ToString());
+
+        var ratio = run.MeanRelayTimeInSystem / run.MeanLocalTimeInSystem;
+        if (predictRelay)
+        {
+            Assert.InRange(ratio, 0.5, 2);
+            Assert.True(run.LocalUtilization >= 0.95, $"local utilization {run.LocalUtilization:P1}");
+        }
+        else
+        {
+            Assert.True(ratio > 20, $"relay W / local W = {ratio:F1}");
+        }
+    }
+
     [Fact]
     public void Simulate_LambdaHalfMuWithOffload_AlmostNothingIsOffloaded()
     {

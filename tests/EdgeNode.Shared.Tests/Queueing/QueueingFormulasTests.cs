@@ -56,6 +56,23 @@ public sealed class QueueingFormulasTests
         Assert.Equal(double.PositiveInfinity, QueueingFormulas.WorkAheadSeconds(1, 0));
 
     [Theory]
+    [InlineData(0, 4, 0.2, 0.2)]   // a free slot: just its own round trip
+    [InlineData(3, 4, 0.2, 0.2)]   // 3 of 4 slots taken: still one free
+    [InlineData(4, 4, 0.2, 0.25)]  // all 4 taken: wait for 1 of them, 0.2 / 4 on average
+    [InlineData(11, 4, 0.2, 0.6)]  // 4 in service + 7 waiting: 8 completions at 4 / 0.2 s before a slot frees (0.4 s), then S
+    [InlineData(2, 1, 1.0, 3.0)]   // one slot (M/M/1): 2 ahead + own = 3 service times
+    public void MultiServerCompletionSeconds_JobsAheadAndSlots_IsServicePlusWaitForASlot(int ahead, int slots, double service, double expected) =>
+        Assert.Equal(expected, QueueingFormulas.MultiServerCompletionSeconds(ahead, slots, service), 12);
+
+    [Fact]
+    public void MultiServerCompletionSeconds_BadArguments_Throw()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => QueueingFormulas.MultiServerCompletionSeconds(-1, 1, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => QueueingFormulas.MultiServerCompletionSeconds(0, 0, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => QueueingFormulas.MultiServerCompletionSeconds(0, 1, double.NaN));
+    }
+
+    [Theory]
     [InlineData(-1, 1)]
     [InlineData(1, -1)]
     [InlineData(double.NaN, 1)]
