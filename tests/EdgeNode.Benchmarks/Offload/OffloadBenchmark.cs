@@ -23,8 +23,12 @@ namespace EdgeNode.Benchmarks.Offload;
 /// </summary>
 /// <remarks>
 /// Usage: <c>offload [--seconds 60] [--rates 0.5,0.9,2] [--modes off,on] [--seed 42] [--calibrate-seconds 20]
-/// [--deadline-factor 10] [--relay-slots 2] [--logs DIR]</c>. Needs <c>/usr/sbin/mosquitto</c> and the daemon and
+/// [--deadline-factor 10] [--relay-slots 2] [--pin] [--logs DIR]</c>. Needs <c>/usr/sbin/mosquitto</c> and the daemon and
 /// relay built in the same configuration as this tool (the project references build them).
+/// <para><c>--pin</c> gives the relay a CPU of its own, as a relay on its own machine would have: the relay runs on CPU 1
+/// (<c>taskset -c 1</c>), the daemon (with 1 intra-op thread), the broker and this client on CPU 0, so μ is the
+/// node's rate on one core and the relay's work no longer slows the node's executor. Needs 2 CPUs and <c>taskset</c>
+/// (util-linux).</para>
 /// </remarks>
 internal static class OffloadBenchmark
 {
@@ -59,13 +63,21 @@ internal static class OffloadBenchmark
         var logs = settings.Logs ?? work;
         Directory.CreateDirectory(logs);
         var model = TinyModel();
+        if (settings.Pin)
+        {
+            Process.GetCurrentProcess().ProcessorAffinity = NodeCpuMask;
+        }
+
         Console.WriteLine($"# offload benchmark {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {configuration}, logs in {logs}");
         Console.WriteLine($"# machine: {CpuModel()}, {Environment.ProcessorCount} cores, load average {LoadAverage()}");
+        Console.WriteLine(settings.Pin
+            ? "# pinned: relay on CPU 1; daemon (1 intra-op thread), broker and client on CPU 0"
+            : "# not pinned: every process may use both CPUs (the relay shares the node's cores)");
         Console.WriteLine($"# command: offload {string.Join(' ', args)}");
 
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
-        await using var broker = await StartBrokerAsync(work, logs);
-        await using var relay = await StartRelayAsync(http, relayDll, model, work, logs, settings.RelaySlots);
+        await using var broker = await StartBrokerAsync(work, logs, settings.Pin);
+        await using var relay = await StartRelayAsync(http, relayDll, model, work, logs, settings.RelaySlots, settings.Pin);
         await using var client = await LoadClient.ConnectAsync(broker.Port);
 
         var calibration = await CalibrateAsync(http, client, daemonDll, model, broker.Port, work, logs, settings);
@@ -102,7 +114,7 @@ internal static class OffloadBenchmark
     private static async Task<Calibration> CalibrateAsync(HttpClient http, LoadClient client, string daemonDll, string model, int brokerPort,
         string work, string logs, BenchSettings settings)
     {
-        var daemon = await StartDaemonAsync(http, daemonDll, model, brokerPort, work, logs, "calibrate", relayPort: null);
+        var daemon = await StartDaemonAsync(http, daemonDll, model, brokerPort, work, logs, "calibrate", relayPort: null, settings.Pin);
         await using (daemon.Process)
         {
             var random = new Random(settings.Seed - 1);
@@ -159,7 +171,7 @@ internal static class OffloadBenchmark
         Broker broker, string work, string logs, BenchSettings settings, bool offload, double factor, double lambda, int deadlineMs, int seed)
     {
         var name = string.Create(CultureInfo.InvariantCulture, $"{(offload ? "on" : "off")}-{factor:0.0#}");
-        var daemon = await StartDaemonAsync(http, daemonDll, model, broker.Port, work, logs, name, offload ? relay.Port : null);
+        var daemon = await StartDaemonAsync(http, daemonDll, model, broker.Port, work, logs, name, offload ? relay.Port : null, settings.Pin);
         await using (daemon.Process)
         {
             // Warm-up: the daemon's μ estimate is known before the load starts (as on a node that has been running).
@@ -257,8 +269,18 @@ internal static class OffloadBenchmark
 
     private sealed record Daemon(ChildProcess Process, Uri AdminUrl);
 
+    private const string NodeCpus = "0";
+    private const string RelayCpus = "1";
+    private static readonly IntPtr NodeCpuMask = 1;
+
+    /// <summary>Starts <paramref name="fileName"/> under <c>taskset -c <paramref name="cpus"/></c> when pinning (taskset execs it: same pid).</summary>
+    private static ChildProcess StartPinned(string name, string fileName, List<string> arguments, string logPath, string? cpus) =>
+        cpus is null
+            ? ChildProcess.Start(name, fileName, arguments, logPath)
+            : ChildProcess.Start(name, "taskset", ["-c", cpus, fileName, .. arguments], logPath);
+
     private static async Task<Daemon> StartDaemonAsync(HttpClient http, string daemonDll, string model, int brokerPort, string work, string logs,
-        string name, int? relayPort)
+        string name, int? relayPort, bool pin)
     {
         var adminPort = ChildProcess.FreeLoopbackPort();
         var state = Path.Combine(work, "node-" + name);
@@ -281,7 +303,12 @@ internal static class OffloadBenchmark
             arguments.Add("--Offload:DeviceKey=" + DeviceKey);
         }
 
-        var process = ChildProcess.Start("daemon " + name, "dotnet", arguments, Path.Combine(logs, "daemon-" + name + ".log"));
+        if (pin)
+        {
+            arguments.Add("--Inference:IntraOpThreads=1");
+        }
+
+        var process = StartPinned("daemon " + name, "dotnet", arguments, Path.Combine(logs, "daemon-" + name + ".log"), pin ? NodeCpus : null);
         var admin = new Uri($"http://127.0.0.1:{adminPort}/");
         await process.WaitReadyAsync(http, new Uri(admin, "readyz"), TimeSpan.FromSeconds(120));
         return new Daemon(process, admin);
@@ -292,23 +319,23 @@ internal static class OffloadBenchmark
         public ValueTask DisposeAsync() => Process.DisposeAsync();
     }
 
-    private static async Task<Broker> StartBrokerAsync(string work, string logs)
+    private static async Task<Broker> StartBrokerAsync(string work, string logs, bool pin)
     {
         var port = ChildProcess.FreeLoopbackPort();
         var conf = Path.Combine(work, "mosquitto.conf");
         await File.WriteAllTextAsync(conf, string.Create(CultureInfo.InvariantCulture,
             $"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0\n"));
-        var process = ChildProcess.Start("mosquitto", "/usr/sbin/mosquitto", ["-c", conf], Path.Combine(logs, "mosquitto.log"));
+        var process = StartPinned("mosquitto", "/usr/sbin/mosquitto", ["-c", conf], Path.Combine(logs, "mosquitto.log"), pin ? NodeCpus : null);
         await process.WaitListeningAsync(port, TimeSpan.FromSeconds(30));
         return new Broker(process, port);
     }
 
-    private static async Task<ChildProcess> StartRelayAsync(HttpClient http, string relayDll, string model, string work, string logs, int slots)
+    private static async Task<ChildProcess> StartRelayAsync(HttpClient http, string relayDll, string model, string work, string logs, int slots, bool pin)
     {
         var port = ChildProcess.FreeLoopbackPort();
         var state = Path.Combine(work, "relay");
         Directory.CreateDirectory(state);
-        var process = ChildProcess.Start("relay", "dotnet",
+        var process = StartPinned("relay", "dotnet",
         [
             relayDll,
             "--Relay:Url=http://127.0.0.1:" + port.ToString(CultureInfo.InvariantCulture),
@@ -319,7 +346,7 @@ internal static class OffloadBenchmark
             "--Relay:Devices:" + DeviceId + ":Key=" + DeviceKey,
             "--Relay:Devices:" + DeviceId + ":RequestsPerMinute=1000000",
             "--Logging:LogLevel:Default=Warning",
-        ], Path.Combine(logs, "relay.log"));
+        ], Path.Combine(logs, "relay.log"), pin ? RelayCpus : null);
         await process.WaitReadyAsync(http, new Uri($"http://127.0.0.1:{port}/readyz"), TimeSpan.FromSeconds(120));
         process.Port = port;
         return process;
@@ -383,7 +410,7 @@ internal static class OffloadBenchmark
     private static string LoadAverage() => string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
 
     private sealed record BenchSettings(int Seconds, IReadOnlyList<double> Rates, IReadOnlyList<string> Modes, int Seed, int CalibrateSeconds,
-        double DeadlineFactor, int RelaySlots, int Outstanding, string? Logs)
+        double DeadlineFactor, int RelaySlots, int Outstanding, string? Logs, bool Pin)
     {
         public static BenchSettings Parse(string[] args)
         {
@@ -403,7 +430,8 @@ internal static class OffloadBenchmark
                 double.Parse(Text("--deadline-factor", "10"), CultureInfo.InvariantCulture),
                 int.Parse(Text("--relay-slots", "2"), CultureInfo.InvariantCulture),
                 int.Parse(Text("--outstanding", "3"), CultureInfo.InvariantCulture),
-                logs.Length == 0 ? null : logs);
+                logs.Length == 0 ? null : logs,
+                args.Contains("--pin"));
         }
     }
 }
