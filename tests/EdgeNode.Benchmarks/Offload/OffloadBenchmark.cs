@@ -63,9 +63,10 @@ internal static class OffloadBenchmark
         var logs = settings.Logs ?? work;
         Directory.CreateDirectory(logs);
         var model = TinyModel();
-        if (settings.Pin)
+        if (settings.Pin && OperatingSystem.IsLinux())
         {
-            Process.GetCurrentProcess().ProcessorAffinity = NodeCpuMask;
+            using var self = Process.GetCurrentProcess();
+            self.ProcessorAffinity = NodeCpuMask;
         }
 
         Console.WriteLine($"# offload benchmark {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {configuration}, logs in {logs}");
