@@ -78,6 +78,7 @@ internal sealed class Executor(
                 _loop.Beat();
                 JobRecord? job;
                 using var cancel = new CancellationTokenSource();
+                var busySince = time.GetTimestamp(); // the take (an fsynced commit) is part of the job's service time
                 try
                 {
                     lock (metrics.Gate)
@@ -112,7 +113,6 @@ internal sealed class Executor(
 
                 // The model stays the same from this job's first token to its recorded outcome: a reload swaps between jobs.
                 using var lease = await modelHost.LeaseAsync(CancellationToken.None);
-                var busySince = time.GetTimestamp();
 
                 // CPU-bound: run on the thread pool so the host's threads stay free. Not tied to
                 // stoppingToken: a job that started is finished, then the loop stops.

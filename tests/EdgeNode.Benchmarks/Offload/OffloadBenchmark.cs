@@ -100,8 +100,8 @@ internal static class OffloadBenchmark
         }
 
         Console.WriteLine();
-        Console.WriteLine("| offload | λ/μ | λ jobs/s | published | succeeded | within deadline | TIMED_OUT | p50 ms | p95 ms | p99 ms | routed to relay | succeeded local / relay | local utilization | daemon's μ at end | lost | dup finals | CPU relay / daemon / broker (cores) | load avg end |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| offload | λ/μ | λ jobs/s | published | succeeded | within deadline | TIMED_OUT | p50 ms | p95 ms | p99 ms | p95 local / relay ms | routed to relay | succeeded local / relay | local utilization | daemon's μ at end | lost | dup finals | CPU relay / daemon / broker (cores) | load avg end |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var row in rows)
         {
             Console.WriteLine(row.ToMarkdown());
@@ -160,10 +160,11 @@ internal static class OffloadBenchmark
     private sealed record Row(
         bool Offload, double Factor, double Lambda, int Published, int Succeeded, int WithinDeadline, int TimedOut,
         double P50, double P95, double P99, int RoutedRelay, double Utilization, int Lost, int Duplicates,
-        double RelayCores, double DaemonCores, double BrokerCores, string LoadAverage, string OtherErrors, int RanLocal, int RanRelay, double MuEnd)
+        double RelayCores, double DaemonCores, double BrokerCores, string LoadAverage, string OtherErrors, int RanLocal, int RanRelay, double MuEnd,
+        double P95Local, double P95Relay)
     {
         public string ToMarkdown() => string.Create(CultureInfo.InvariantCulture,
-            $"| {(Offload ? "on" : "off")} | {Factor:0.0#} | {Lambda:F1} | {Published} | {Succeeded} | {Percent(WithinDeadline, Published)} | {TimedOut}{OtherErrors} | {P50:F0} | {P95:F0} | {P99:F0} | {Percent(RoutedRelay, Published)} | {RanLocal} / {RanRelay} | {Utilization * 100:F1} % | {MuEnd:F1} | {Lost} | {Duplicates} | {RelayCores:F2} / {DaemonCores:F2} / {BrokerCores:F2} | {LoadAverage} |");
+            $"| {(Offload ? "on" : "off")} | {Factor:0.0#} | {Lambda:F1} | {Published} | {Succeeded} | {Percent(WithinDeadline, Published)} | {TimedOut}{OtherErrors} | {P50:F0} | {P95:F0} | {P99:F0} | {P95Local:F0} / {P95Relay:F0} | {Percent(RoutedRelay, Published)} | {RanLocal} / {RanRelay} | {Utilization * 100:F1} % | {MuEnd:F1} | {Lost} | {Duplicates} | {RelayCores:F2} / {DaemonCores:F2} / {BrokerCores:F2} | {LoadAverage} |");
 
         private static string Percent(int part, int whole) => whole == 0 ? "-" : string.Create(CultureInfo.InvariantCulture, $"{100.0 * part / whole:F1} %");
     }
@@ -243,7 +244,9 @@ internal static class OffloadBenchmark
                 others.Count == 0 ? "" : " (+ " + string.Join(", ", others) + ")",
                 succeeded.Count(t => t.ExecutedOn == "local"),
                 succeeded.Count(t => t.ExecutedOn == "relay"),
-                after.Get("edgenode_service_rate"));
+                after.Get("edgenode_service_rate"),
+                Percentile(succeeded.Where(t => t.ExecutedOn == "local").Select(t => t.LatencyMs).Order().ToArray(), 0.95),
+                Percentile(succeeded.Where(t => t.ExecutedOn == "relay").Select(t => t.LatencyMs).Order().ToArray(), 0.95));
             client.Reset();
             return row;
         }
