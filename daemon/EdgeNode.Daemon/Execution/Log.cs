@@ -34,4 +34,7 @@ internal static partial class Log
 
     [LoggerMessage(313, LogLevel.Information, "Model swapped between jobs: {Previous} -> {Path} on {ExecutionProvider} ({Precision})")]
     public static partial void ModelSwapped(ILogger logger, string previous, string path, string executionProvider, string precision);
+
+    [LoggerMessage(314, LogLevel.Debug, "Native heap trimmed after {Stage}: memory returned to the kernel = {Released}")]
+    public static partial void NativeHeapTrimmed(ILogger logger, string stage, bool released);
 }

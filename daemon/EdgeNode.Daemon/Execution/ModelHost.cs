@@ -96,6 +96,7 @@ internal sealed class ModelHost(
         StartPaths = _paths;
         Generator = new Gpt2Generator(_model, Gpt2Tokenizer.Shared);
         state.Model = _model.Info;
+        Log.NativeHeapTrimmed(logger, "model load", NativeHeap.Trim());
         state.StartupStage = "connecting to broker";
         return Task.CompletedTask;
     }
@@ -187,6 +188,7 @@ internal sealed class ModelHost(
             }
 
             old.Dispose();
+            Log.NativeHeapTrimmed(logger, "model swap", NativeHeap.Trim());
             Log.ModelSwapped(logger, previous.Path, candidate.Info.Path, candidate.Info.ExecutionProvider, candidate.Info.Precision);
             return new ModelReloadOutcome(ModelReloadStatus.Swapped, candidate.Info, previous.Path, null);
         }
