@@ -43,7 +43,7 @@ internal sealed class NodeMetrics
         ServiceRate = f.CreateGauge("edgenode_service_rate", "μ: jobs per second the local executor completes (0 = unknown).");
         Utilization = f.CreateGauge("edgenode_utilization", "ρ = λ/μ (+Inf while μ is unknown and jobs arrive).");
         PredictedWait = f.CreateGauge("edgenode_predicted_time_in_system_seconds", "M/M/1 W = 1/(μ−λ), seconds (+Inf when ρ ≥ 1).");
-        RelayRoundTrip = f.CreateGauge("edgenode_relay_round_trip_seconds", "Mean seconds from sending a job to the relay to its outcome, over the last 64 jobs the relay completed (0: none yet).");
+        RelayRoundTrip = f.CreateGauge("edgenode_relay_round_trip_seconds", "Mean seconds from sending a job to the relay to its outcome, over the relay's last 32 answers (0: none known).");
         RelayCircuit = f.CreateGauge("edgenode_relay_circuit_state", "Relay circuit breaker: 0 closed, 1 half-open, 2 open; -1 offload disabled.");
         StoreQuarantined = f.CreateGauge("edgenode_store_quarantined", "1 when the job database was found corrupt at start and moved aside.");
     }

@@ -134,7 +134,7 @@ internal sealed class StatusPublisher : BackgroundService
             ["predicted_time_in_system_s"] = Finite(q.PredictedTimeInSystem),
             ["tokens_per_second"] = Finite(q.TokensPerSecond),
             ["offloaded"] = _router.OffloadedCount?.Invoke() ?? 0,
-            ["relay_round_trip_s"] = _router.RelayRoundTrip.SampleCount > 0 ? Finite(_router.RelayRoundTrip.MeanServiceSeconds) : null,
+            ["relay_round_trip_s"] = _router.RelayRoundTripSeconds > 0 ? Finite(_router.RelayRoundTripSeconds) : null,
             ["routed_relay"] = Sum(_metrics.RoutedToRelay),
             ["returned_local"] = _metrics.RelayReturned.Value,
             ["relay_errors"] = Sum(_metrics.RelayErrors),

@@ -20,7 +20,13 @@ internal sealed class OffloadRouter : IDisposable
     private readonly NodeMetrics _metrics;
     private readonly TimeProvider _time;
     private readonly TimeSpan _breakDuration;
+    private readonly TimeSpan _roundTripStaleAfter;
     private long? _openSince;
+    private ServiceRateEstimator _relayRoundTrip = new(RelayRoundTripSamples);
+    private long _lastRoundTripAt;
+
+    /// <summary>How many of the relay's recent round trips the prediction averages.</summary>
+    public const int RelayRoundTripSamples = 32;
 
     public OffloadRouter(IOptions<OffloadOptions> options, IOptions<NodeOptions> node, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers)
     {
@@ -30,6 +36,7 @@ internal sealed class OffloadRouter : IDisposable
         _metrics = metrics;
         _time = time;
         _breakDuration = o.BreakDuration;
+        _roundTripStaleAfter = o.ArrivalWindow;
         Estimator = new QueueEstimator(time, o.ArrivalWindow);
         _policy = new OffloadPolicy(new OffloadPolicyOptions
         {
@@ -87,21 +94,44 @@ internal sealed class OffloadRouter : IDisposable
     public QueueEstimator Estimator { get; }
 
     /// <summary>
-    /// The relay's round trip as this node sees it: seconds from sending a job to its outcome, over the last 64 jobs
-    /// the relay completed (queueing at the relay included). With <c>Offload:MaxConcurrent</c> requests at a time it
-    /// predicts when a newly offloaded job would finish (<see cref="PredictRelaySeconds"/>).
+    /// Records one relay round trip as this node sees it: from sending a job to its outcome (queueing at the relay
+    /// included). The last <see cref="RelayRoundTripSamples"/> predict when a newly offloaded job would finish
+    /// (<see cref="PredictRelaySeconds"/>). Thread-safe.
     /// </summary>
-    public ServiceRateEstimator RelayRoundTrip { get; } = new(64);
+    public void RecordRelayRoundTrip(TimeSpan roundTrip)
+    {
+        Volatile.Read(ref _relayRoundTrip).Record(roundTrip, 0);
+        Volatile.Write(ref _lastRoundTripAt, _time.GetTimestamp());
+    }
+
+    /// <summary>The relay's mean round trip over its recent answers, seconds; 0 when none is known.</summary>
+    public double RelayRoundTripSeconds => Volatile.Read(ref _relayRoundTrip).MeanServiceSeconds;
 
     /// <summary>
     /// Predicted completion of a job sent to the relay now with <paramref name="relayJobsAhead"/> of this node's jobs
     /// already offloaded (sending or waiting for one of the <c>Offload:MaxConcurrent</c> send slots), seconds
-    /// (<see cref="QueueingFormulas.MultiServerCompletionSeconds"/>); null before the first round trip is measured.
+    /// (<see cref="QueueingFormulas.MultiServerCompletionSeconds"/> with the mean recent round trip); null when
+    /// unknown: before the first answer, and when none of this node's jobs is at the relay and its last answer is
+    /// older than <c>Offload:ArrivalWindow</c>. The measurements are then forgotten, so the next job goes to the relay
+    /// and measures again: a slow first request (the relay's cold start) or a passing overload there would
+    /// otherwise keep every job local for good, since only jobs sent there refresh the estimate.
     /// </summary>
-    public double? PredictRelaySeconds(int relayJobsAhead) =>
-        RelayRoundTrip.SampleCount == 0
-            ? null
-            : QueueingFormulas.MultiServerCompletionSeconds(relayJobsAhead, _configured.MaxConcurrent, RelayRoundTrip.MeanServiceSeconds);
+    public double? PredictRelaySeconds(int relayJobsAhead)
+    {
+        var roundTrips = Volatile.Read(ref _relayRoundTrip);
+        if (roundTrips.SampleCount == 0)
+        {
+            return null;
+        }
+
+        if (relayJobsAhead == 0 && _time.GetElapsedTime(Volatile.Read(ref _lastRoundTripAt)) > _roundTripStaleAfter)
+        {
+            Volatile.Write(ref _relayRoundTrip, new ServiceRateEstimator(RelayRoundTripSamples));
+            return null;
+        }
+
+        return QueueingFormulas.MultiServerCompletionSeconds(relayJobsAhead, _configured.MaxConcurrent, roundTrips.MeanServiceSeconds);
+    }
 
     /// <summary>The relay client, or null when offload is disabled.</summary>
     public RelayClient? Client { get; }
@@ -121,7 +151,7 @@ internal sealed class OffloadRouter : IDisposable
         _metrics.ServiceRate.Set(q.ServiceRate);
         _metrics.Utilization.Set(q.Utilization);
         _metrics.PredictedWait.Set(q.PredictedTimeInSystem);
-        _metrics.RelayRoundTrip.Set(RelayRoundTrip.MeanServiceSeconds);
+        _metrics.RelayRoundTrip.Set(RelayRoundTripSeconds);
         _metrics.RelayCircuit.Set(Client?.CircuitState switch
         {
             null => -1,

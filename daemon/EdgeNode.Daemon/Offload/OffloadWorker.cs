@@ -156,7 +156,7 @@ internal sealed class OffloadWorker(
             var outcome = await client.SubmitAsync(RelayJobJson.Write(job.Request, leftMs), job.Id, null, abandon.Token);
             if (outcome.Kind == RelayOutcomeKind.Completed)
             {
-                router.RelayRoundTrip.Record(time.GetElapsedTime(sentAt), 0); // what the next routing decisions predict from
+                router.RecordRelayRoundTrip(time.GetElapsedTime(sentAt)); // what the next routing decisions predict from
                 var status = outcome.Status is { } s && JobStatuses.IsFinal(s) ? s : JobStatuses.Failed;
                 bool recorded;
                 lock (metrics.Gate)
