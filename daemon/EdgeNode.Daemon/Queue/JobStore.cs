@@ -32,8 +32,13 @@ namespace EdgeNode.Daemon.Queue;
 /// <para>Every write is one LiteDB transaction on the calling thread (no awaiting inside), serialized by one lock.
 /// LiteDB does not fsync its log on commit, so after each commit that the daemon acknowledges on (a batch, a
 /// take, a final outcome, a re-queue) the store fsyncs <c>jobs-log.db</c> through the handle LiteDB wrote with,
-/// and the directory after opening; a commit therefore survives a power loss, not only a process kill. Marking
-/// outbox entries delivered is not fsynced: losing it only re-publishes byte-identical events. LiteDB runs over
+/// and the directory after opening; a commit therefore survives a power loss, not only a process kill. The fsync of
+/// an ingest batch or a final outcome runs after the store lock is released (group fsync: one fsync covers every
+/// commit before it), so the lock is held for the transaction only; the method still returns only once its commit
+/// is fsynced, and <see cref="ReadOutbox"/> hands out only fsynced entries. The undelivered outbox is mirrored in
+/// memory, so the publisher normally reads no LiteDB page. Marking outbox entries delivered is not fsynced and its
+/// deletion is deferred to the next write transaction: losing it only re-publishes byte-identical events. LiteDB's
+/// auto-checkpoint is off (see <see cref="Checkpoint"/>). LiteDB runs over
 /// file streams the store owns (<see cref="StoreFiles"/>: a failed write cannot leave a handle that blocks the
 /// reopen, and a checkpoint fsyncs the data file before it truncates the log).</para>
 /// <para>String ids are compared ordinally (LiteDB's default collation ignores case, which would make
