@@ -26,8 +26,9 @@ namespace EdgeNode.Daemon.Queue;
 /// restart finds the jobs the relay holds and re-sends them, and <see cref="ReturnToQueue"/> puts one back at its place.</item>
 /// <item><c>outbox</c>: events to publish, <c>_id</c> = outbox seq (FIFO); delivered entries are deleted, a final event
 /// stays in its job document for re-publishing byte-identically.</item>
-/// <item><c>meta</c>: schema version and the next job and outbox sequence numbers, updated in the same transaction
-/// as the documents that use them, so sequence numbers increase across restarts.</item>
+/// <item><c>meta</c>: schema version and bounds of the job and outbox sequence numbers, reserved in blocks of 4,096 in
+/// the same transaction as the first document that passes the previous bound, so sequence numbers increase across
+/// restarts (with a gap) while most commits leave meta alone.</item>
 /// </list>
 /// <para>Every write is one LiteDB transaction on the calling thread (no awaiting inside), serialized by one lock.
 /// LiteDB does not fsync its log on commit, so after each commit that the daemon acknowledges on (a batch, a
@@ -77,6 +78,7 @@ internal sealed class JobStore : IDisposable
     public const long MaxLogBytes = 4096 * 8192;
 
     private const int MemoryOutboxLimit = 16_384;
+    private const long SeqReservation = 4_096;
     private const int MaxPendingDeletes = 1_024;
     private const int SchemaVersion = 1;
     private const int SeqBits = 55;
@@ -118,6 +120,8 @@ internal sealed class JobStore : IDisposable
     private bool _memoryComplete;
 
     private long _nextJobSeq;
+    private long _reservedJobSeq;
+    private long _reservedOutboxSeq;
     private long _nextOutboxSeq;
     private int _queuedCount;
     private long _queuedBytes;
@@ -292,6 +296,7 @@ internal sealed class JobStore : IDisposable
             var added = new List<OutboxEntry>(items.Count);
             var unmarked = UnmarkedSnapshot();
             var deleted = 0;
+            (long Job, long Outbox)? reserved = null;
 
             InTransaction(db =>
             {
@@ -344,7 +349,7 @@ internal sealed class JobStore : IDisposable
 
                 if (added.Count > 0)
                 {
-                    SaveMeta(db, nextJobSeq, nextOutboxSeq);
+                    reserved = Reserve(db, nextJobSeq, nextOutboxSeq);
                 }
 
                 deleted = DeleteUnmarked(outbox, unmarked);
@@ -356,6 +361,7 @@ internal sealed class JobStore : IDisposable
 
             _nextJobSeq = nextJobSeq;
             _nextOutboxSeq = nextOutboxSeq;
+            Reserved(reserved);
             _queuedCount += addedJobs;
             _queuedBytes += addedBytes;
             _offloadedCount += addedOffloaded;
@@ -464,6 +470,7 @@ internal sealed class JobStore : IDisposable
             OutboxEntry? added = null;
             var unmarked = UnmarkedSnapshot();
             var deleted = 0;
+            (long Job, long Outbox)? reserved = null;
 
             InTransaction(db =>
             {
@@ -494,7 +501,7 @@ internal sealed class JobStore : IDisposable
                 jobs.Update(doc);
                 var outbox = db.GetCollection(OutboxCollection);
                 added = AddOutbox(outbox, nextOutboxSeq++, jobId, doc["reply_topic"].AsString, NullableBinary(doc["correlation"]), finalEvent);
-                SaveMeta(db, _nextJobSeq, nextOutboxSeq);
+                reserved = Reserve(db, _nextJobSeq, nextOutboxSeq);
                 deleted = DeleteUnmarked(outbox, unmarked);
                 recorded = true;
                 return true;
@@ -503,6 +510,7 @@ internal sealed class JobStore : IDisposable
             if (recorded)
             {
                 _nextOutboxSeq = nextOutboxSeq;
+                Reserved(reserved);
                 OutboxCommitted([added!], unmarked, deleted);
                 gen = MarkCommitted();
                 _inFlight.Remove(jobId);
@@ -1354,6 +1362,8 @@ internal sealed class JobStore : IDisposable
             _nextJobSeq = 1;
             _nextOutboxSeq = 1;
             SaveMeta(db, _nextJobSeq, _nextOutboxSeq);
+            _reservedJobSeq = _nextJobSeq;
+            _reservedOutboxSeq = _nextOutboxSeq;
         }
         else
         {
@@ -1370,6 +1380,10 @@ internal sealed class JobStore : IDisposable
             {
                 throw new UnreadableStoreException("The meta document has invalid sequence numbers.");
             }
+
+            // Numbers below the stored ones may have been used (reserved blocks): continue from them, leaving a gap.
+            _reservedJobSeq = _nextJobSeq;
+            _reservedOutboxSeq = _nextOutboxSeq;
         }
 
         var queued = 0;
@@ -1462,6 +1476,35 @@ internal sealed class JobStore : IDisposable
         if (errno != 0)
         {
             Log.DirectorySyncFailed(_logger, directory, errno);
+        }
+    }
+
+    /// <summary>
+    /// Inside a transaction that uses sequence numbers below <paramref name="nextJobSeq"/> and
+    /// <paramref name="nextOutboxSeq"/>: when they pass the block reserved in the meta document, reserves the next block
+    /// of <see cref="SeqReservation"/> (writes meta). Most commits then write no meta page (one of ~12 pages per commit);
+    /// after a restart numbering continues from the reserved bound, so it still only increases. Returns the new
+    /// reservation to apply with <see cref="Reserved"/> once the transaction committed, or null.
+    /// </summary>
+    private (long Job, long Outbox)? Reserve(LiteDatabase db, long nextJobSeq, long nextOutboxSeq)
+    {
+        if (nextJobSeq <= _reservedJobSeq && nextOutboxSeq <= _reservedOutboxSeq)
+        {
+            return null;
+        }
+
+        var job = Math.Max(_reservedJobSeq, nextJobSeq + SeqReservation);
+        var outbox = Math.Max(_reservedOutboxSeq, nextOutboxSeq + SeqReservation);
+        SaveMeta(db, job, outbox);
+        return (job, outbox);
+    }
+
+    private void Reserved((long Job, long Outbox)? reserved)
+    {
+        if (reserved is { } r)
+        {
+            _reservedJobSeq = r.Job;
+            _reservedOutboxSeq = r.Outbox;
         }
     }
 

@@ -121,6 +121,31 @@ public sealed class JobStoreRecoveryTests : IDisposable
         Assert.Equal(1, recovered.OutboxCount);
     }
 
+    [Fact]
+    public void Open_CrashImageWithinReservedSeqBlock_NumbersStillIncrease()
+    {
+        long lastJobSeq;
+        long lastOutboxSeq;
+        using (var store = Open())
+        {
+            for (var i = 0; i < 5; i++)
+            {
+                store.CommitBatch([Accept($"j{i}")]); // the first reserves a block in meta, the others write no meta
+            }
+
+            lastJobSeq = store.Get("j4")!.Seq;
+            lastOutboxSeq = store.ReadOutbox(10)[^1].Seq;
+            CopyCrashImage();
+        }
+
+        using var recovered = Open(_crashImage.Path);
+        recovered.CommitBatch([Accept("k")]);
+
+        Assert.True(recovered.Get("k")!.Seq > lastJobSeq);
+        Assert.True(recovered.ReadOutbox(10)[^1].Seq > lastOutboxSeq);
+        Assert.Equal(["j0", "j1", "j2", "j3", "j4", "k"], recovered.ReadOutbox(10).Select(e => e.JobId));
+    }
+
     public static TheoryData<string> Corruptions() => ["truncate-to-half", "truncate-finished-jobs", "zero-middle-page", "garbage-header"];
 
     [Theory]
