@@ -94,6 +94,7 @@ internal sealed class IngestService(
                     {
                         PrepareBatch(batch, items, codes);
                         decisions = storeHost.Store.CommitBatch(items);
+                        signals.OutboxChanged.Set(); // committed and fsynced: the events may go out while the PUBACKs are sent
                         for (var i = 0; i < decisions.Count; i++)
                         {
                             if (decisions[i].Kind == IngestDecisionKind.Accepted)

@@ -53,7 +53,11 @@ internal sealed class OutboxPublisher : BackgroundService
         {
             while (!stoppingToken.IsCancellationRequested)
             {
-                await _signals.OutboxChanged.WaitAsync(TimeSpan.FromSeconds(2), _time, stoppingToken);
+                if (!await _signals.OutboxChanged.WaitAsync(TimeSpan.FromSeconds(2), _time, stoppingToken))
+                {
+                    FlushDelivered(); // idle: write the deferred deletions of delivered entries
+                }
+
                 while (_broker.IsConnected && await DrainOnceAsync(stoppingToken) == BatchSize)
                 {
                 }
@@ -79,6 +83,21 @@ internal sealed class OutboxPublisher : BackgroundService
             {
                 Log.PublishFailed(_logger, "outbox", ex.Message);
             }
+        }
+
+        FlushDelivered();
+    }
+
+    /// <summary>Writes the store's deferred deletions of delivered entries; an I/O error leaves them for later.</summary>
+    private void FlushDelivered()
+    {
+        try
+        {
+            _storeHost.Store.FlushDelivered();
+        }
+        catch (Exception ex) when (ex is IOException or LiteDB.LiteException or ObjectDisposedException or InvalidOperationException)
+        {
+            Log.PublishFailed(_logger, "outbox", "the store could not delete delivered entries (" + ex.Message + "); they may be published again");
         }
     }
 
@@ -159,7 +178,7 @@ internal sealed class OutboxPublisher : BackgroundService
     /// </remarks>
     private async Task<int> DrainOnceAsync(CancellationToken cancellationToken)
     {
-        var lastWritten = _storeHost.Store.LastOutboxSeq; // read first: entries written later are not vouched for
+        var lastWritten = _storeHost.Store.DurableOutboxSeq; // read first: entries made durable later are not vouched for
         var entries = _storeHost.Store.ReadOutbox(BatchSize);
         var delivered = new List<long>(entries.Count);
         var pending = new Queue<(OutboxEntry Entry, Task Publish)>();

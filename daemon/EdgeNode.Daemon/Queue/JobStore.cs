@@ -26,14 +26,20 @@ namespace EdgeNode.Daemon.Queue;
 /// restart finds the jobs the relay holds and re-sends them, and <see cref="ReturnToQueue"/> puts one back at its place.</item>
 /// <item><c>outbox</c>: events to publish, <c>_id</c> = outbox seq (FIFO); delivered entries are deleted, a final event
 /// stays in its job document for re-publishing byte-identically.</item>
-/// <item><c>meta</c>: schema version and the next job and outbox sequence numbers, updated in the same transaction
-/// as the documents that use them, so sequence numbers increase across restarts.</item>
+/// <item><c>meta</c>: schema version and bounds of the job and outbox sequence numbers, reserved in blocks of 4,096 in
+/// the same transaction as the first document that passes the previous bound, so sequence numbers increase across
+/// restarts (with a gap) while most commits leave meta alone.</item>
 /// </list>
 /// <para>Every write is one LiteDB transaction on the calling thread (no awaiting inside), serialized by one lock.
 /// LiteDB does not fsync its log on commit, so after each commit that the daemon acknowledges on (a batch, a
 /// take, a final outcome, a re-queue) the store fsyncs <c>jobs-log.db</c> through the handle LiteDB wrote with,
-/// and the directory after opening; a commit therefore survives a power loss, not only a process kill. Marking
-/// outbox entries delivered is not fsynced: losing it only re-publishes byte-identical events. LiteDB runs over
+/// and the directory after opening; a commit therefore survives a power loss, not only a process kill. The fsync of
+/// an ingest batch or a final outcome runs after the store lock is released (group fsync: one fsync covers every
+/// commit before it), so the lock is held for the transaction only; the method still returns only once its commit
+/// is fsynced, and <see cref="ReadOutbox"/> hands out only fsynced entries. The undelivered outbox is mirrored in
+/// memory, so the publisher normally reads no LiteDB page. Marking outbox entries delivered is not fsynced and its
+/// deletion is deferred to the next write transaction: losing it only re-publishes byte-identical events. LiteDB's
+/// auto-checkpoint is off (see <see cref="Checkpoint"/>). LiteDB runs over
 /// file streams the store owns (<see cref="StoreFiles"/>: a failed write cannot leave a handle that blocks the
 /// reopen, and a checkpoint fsyncs the data file before it truncates the log).</para>
 /// <para>String ids are compared ordinally (LiteDB's default collation ignores case, which would make
@@ -59,6 +65,21 @@ internal sealed class JobStore : IDisposable
     /// <summary>Where unreadable databases are moved, inside the state directory.</summary>
     public const string QuarantineDirectoryName = "quarantine";
 
+    /// <summary>
+    /// Log size (bytes) past which <see cref="StoreMaintenance"/> checkpoints: 256 pages of 8 KiB (LiteDB's own default
+    /// was 1,000 pages, done inside a commit).
+    /// </summary>
+    public const long CheckpointLogBytes = 256 * 8192;
+
+    /// <summary>
+    /// Hard bound of the log (bytes): a commit that leaves it larger checkpoints at once, so the log stays bounded even
+    /// when the background checkpoint cannot run (4,096 pages of 8 KiB = 32 MiB).
+    /// </summary>
+    public const long MaxLogBytes = 4096 * 8192;
+
+    private const int MemoryOutboxLimit = 16_384;
+    private const long SeqReservation = 4_096;
+    private const int MaxPendingDeletes = 1_024;
     private const int SchemaVersion = 1;
     private const int SeqBits = 55;
     private const long MaxSeq = (1L << SeqBits) - 1;
@@ -83,7 +104,24 @@ internal sealed class JobStore : IDisposable
     private readonly HashSet<string> _inFlight = new(StringComparer.Ordinal);
 
     private StoreFiles? _files;
+
+    // Durability (see the class remarks): _committed is written under _gate after each commit, _durable under _syncGate
+    // after each fsync of the log; both only grow. An entry is published only when its seq <= _durable.OutboxSeq.
+    private readonly Lock _syncGate = new();
+    private CommitMark _committed = new(0, 0);
+    private CommitMark _durable = new(0, 0);
+
+    // The undelivered outbox in memory (lock order: _gate, then _outboxGate). When _memoryComplete, _memory holds
+    // every entry of the outbox collection not reported delivered, in seq order, so the publisher never reads LiteDB;
+    // _unmarked are entries reported delivered whose deletion from LiteDB is deferred to the next write transaction.
+    private readonly Lock _outboxGate = new();
+    private readonly List<OutboxEntry> _memory = [];
+    private readonly List<long> _unmarked = [];
+    private bool _memoryComplete;
+
     private long _nextJobSeq;
+    private long _reservedJobSeq;
+    private long _reservedOutboxSeq;
     private long _nextOutboxSeq;
     private int _queuedCount;
     private long _queuedBytes;
@@ -140,14 +178,39 @@ internal sealed class JobStore : IDisposable
         }
     }
 
-    /// <summary>Undelivered outbox entries.</summary>
+    /// <summary>Undelivered outbox entries (not reported by <see cref="MarkDelivered(IReadOnlyList{long})"/>).</summary>
     public int OutboxCount
     {
         get
         {
             lock (_gate)
             {
-                return _outboxCount;
+                lock (_outboxGate)
+                {
+                    return _outboxCount - _unmarked.Count;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The sequence number of the newest outbox entry whose commit is fsynced (0 when none): <see cref="ReadOutbox"/>
+    /// returns entries up to it only.
+    /// </summary>
+    public long DurableOutboxSeq => Volatile.Read(ref _durable).OutboxSeq;
+
+    /// <summary>Current size of <c>jobs-log.db</c> in bytes (0 when the database is closed after an I/O error).</summary>
+    public long LogBytes
+    {
+        get
+        {
+            try
+            {
+                return Volatile.Read(ref _files)?.LogLength ?? 0;
+            }
+            catch (ObjectDisposedException)
+            {
+                return 0; // closed by an I/O error or Dispose meanwhile
             }
         }
     }
@@ -220,16 +283,20 @@ internal sealed class JobStore : IDisposable
             return [];
         }
 
+        var decisions = new IngestDecision[items.Count];
+        long gen;
         lock (_gate)
         {
-            var decisions = new IngestDecision[items.Count];
             var nextJobSeq = _nextJobSeq;
             var nextOutboxSeq = _nextOutboxSeq;
             var addedJobs = 0;
             var addedBytes = 0L;
-            var addedOutbox = 0;
             var addedOffloaded = 0;
             var acceptedAt = _time.GetUtcNow();
+            var added = new List<OutboxEntry>(items.Count);
+            var unmarked = UnmarkedSnapshot();
+            var deleted = 0;
+            (long Job, long Outbox)? reserved = null;
 
             InTransaction(db =>
             {
@@ -241,8 +308,7 @@ internal sealed class JobStore : IDisposable
                     var item = items[i];
                     if (item.Job is not { } job)
                     {
-                        outbox.Insert(OutboxDocument(nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload));
-                        addedOutbox++;
+                        added.Add(AddOutbox(outbox, nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload));
                         decisions[i] = new IngestDecision(IngestDecisionKind.Rejected, item.JobId, null);
                         continue;
                     }
@@ -277,15 +343,16 @@ internal sealed class JobStore : IDisposable
                         addedBytes += size;
                     }
 
-                    outbox.Insert(OutboxDocument(nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload));
-                    addedOutbox++;
+                    added.Add(AddOutbox(outbox, nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload));
                     decisions[i] = new IngestDecision(IngestDecisionKind.Accepted, item.JobId, null);
                 }
 
-                if (addedOutbox > 0)
+                if (added.Count > 0)
                 {
-                    SaveMeta(db, nextJobSeq, nextOutboxSeq);
+                    reserved = Reserve(db, nextJobSeq, nextOutboxSeq);
                 }
+
+                deleted = DeleteUnmarked(outbox, unmarked);
 
                 // Always fsync: a Duplicate may be the retry of a batch that committed but threw before its fsync,
                 // and the caller is about to acknowledge it.
@@ -294,12 +361,17 @@ internal sealed class JobStore : IDisposable
 
             _nextJobSeq = nextJobSeq;
             _nextOutboxSeq = nextOutboxSeq;
+            Reserved(reserved);
             _queuedCount += addedJobs;
             _queuedBytes += addedBytes;
-            _outboxCount += addedOutbox;
             _offloadedCount += addedOffloaded;
-            return decisions;
+            OutboxCommitted(added, unmarked, deleted);
+            gen = MarkCommitted();
+            CheckpointIfLogOverLocked(MaxLogBytes);
         }
+
+        SyncThrough(gen); // outside the lock: the outbox publisher and the executor are not held up by the fsync
+        return decisions;
     }
 
     /// <summary>
@@ -319,7 +391,7 @@ internal sealed class JobStore : IDisposable
             var removedBytes = 0L;
             var startedAt = _time.GetUtcNow();
 
-            InTransaction(db =>
+            var wrote = InTransaction(db =>
             {
                 var queue = db.GetCollection(QueueCollection);
                 var jobs = db.GetCollection(JobsCollection);
@@ -355,6 +427,11 @@ internal sealed class JobStore : IDisposable
                 _runningCount++;
             }
 
+            if (wrote)
+            {
+                SyncNow();
+            }
+
             return taken;
         }
     }
@@ -381,14 +458,19 @@ internal sealed class JobStore : IDisposable
             throw new ArgumentException($"'{finalStatus}' is not a final status.", nameof(finalStatus));
         }
 
+        long gen = 0;
+        var recorded = false;
         lock (_gate)
         {
-            var recorded = false;
             var leftQueueBytes = -1L;
             var leftRunning = false;
             var leftOffloaded = false;
             var nextOutboxSeq = _nextOutboxSeq;
             var finishedAt = _time.GetUtcNow();
+            OutboxEntry? added = null;
+            var unmarked = UnmarkedSnapshot();
+            var deleted = 0;
+            (long Job, long Outbox)? reserved = null;
 
             InTransaction(db =>
             {
@@ -417,9 +499,10 @@ internal sealed class JobStore : IDisposable
                 doc["final_event"] = finalEvent;
                 doc["finished_at"] = finishedAt.UtcTicks;
                 jobs.Update(doc);
-                db.GetCollection(OutboxCollection).Insert(OutboxDocument(
-                    nextOutboxSeq++, jobId, doc["reply_topic"].AsString, NullableBinary(doc["correlation"]), finalEvent));
-                SaveMeta(db, _nextJobSeq, nextOutboxSeq);
+                var outbox = db.GetCollection(OutboxCollection);
+                added = AddOutbox(outbox, nextOutboxSeq++, jobId, doc["reply_topic"].AsString, NullableBinary(doc["correlation"]), finalEvent);
+                reserved = Reserve(db, _nextJobSeq, nextOutboxSeq);
+                deleted = DeleteUnmarked(outbox, unmarked);
                 recorded = true;
                 return true;
             });
@@ -427,7 +510,9 @@ internal sealed class JobStore : IDisposable
             if (recorded)
             {
                 _nextOutboxSeq = nextOutboxSeq;
-                _outboxCount++;
+                Reserved(reserved);
+                OutboxCommitted([added!], unmarked, deleted);
+                gen = MarkCommitted();
                 _inFlight.Remove(jobId);
                 if (leftRunning)
                 {
@@ -444,21 +529,63 @@ internal sealed class JobStore : IDisposable
                     _queuedCount--;
                     _queuedBytes -= leftQueueBytes;
                 }
-            }
 
-            return recorded;
+                CheckpointIfLogOverLocked(MaxLogBytes);
+            }
         }
+
+        SyncThrough(gen);
+        return recorded;
     }
 
-    /// <summary>Reads up to <paramref name="max"/> undelivered outbox entries, lowest <see cref="OutboxEntry.Seq"/> first.</summary>
+    /// <summary>
+    /// Reads up to <paramref name="max"/> undelivered outbox entries whose commit is fsynced (seq up to
+    /// <see cref="DurableOutboxSeq"/>), lowest <see cref="OutboxEntry.Seq"/> first. Served from memory (no LiteDB read,
+    /// no store lock) while the store mirrors its whole undelivered outbox, which is the normal case; from LiteDB after
+    /// a restart with undelivered entries, a long outage (more than 16,384 undelivered) or an I/O error, until the
+    /// outbox is empty again.
+    /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="max"/> is not positive.</exception>
     /// <exception cref="IOException">I/O error.</exception>
     public IReadOnlyList<OutboxEntry> ReadOutbox(int max)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(max);
+        var durable = Volatile.Read(ref _durable).OutboxSeq;
+        lock (_outboxGate)
+        {
+            if (_memoryComplete)
+            {
+                var entries = new List<OutboxEntry>(Math.Min(max, _memory.Count));
+                foreach (var entry in _memory)
+                {
+                    if (entry.Seq > durable || entries.Count == max)
+                    {
+                        break;
+                    }
+
+                    entries.Add(entry);
+                }
+
+                return entries;
+            }
+        }
+
         lock (_gate)
         {
-            return Read(db => db.GetCollection(OutboxCollection).Find(Query.All(), 0, max).Select(ToOutboxEntry).ToList());
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            FlushDeliveredLocked(); // the collection then holds exactly the undelivered entries
+            var entries = Read(db => db.GetCollection(OutboxCollection).Find(Query.All(), 0, max)
+                .Select(ToOutboxEntry).TakeWhile(e => e.Seq <= durable).ToList());
+            if (_outboxCount == 0)
+            {
+                lock (_outboxGate)
+                {
+                    _memory.Clear();
+                    _memoryComplete = true; // nothing left in LiteDB: from now on every new entry is mirrored
+                }
+            }
+
+            return entries;
         }
     }
 
@@ -467,13 +594,16 @@ internal sealed class JobStore : IDisposable
     public void MarkDelivered(long seq) => MarkDelivered([seq]);
 
     /// <summary>
-    /// Removes published entries from the outbox (after their QoS 1 PUBACKs) in one transaction (the outbox publisher's
-    /// batch): one log write instead of one per entry. Not fsynced: if the removal is lost the entries are published
-    /// again, byte-identical. Unknown or already removed entries are ignored.
+    /// Reports published entries (after their QoS 1 PUBACKs): they leave <see cref="ReadOutbox"/> and
+    /// <see cref="OutboxCount"/> at once. While the outbox is mirrored in memory the deletion from LiteDB is deferred and
+    /// written inside the next job commit's transaction (or by <see cref="FlushDelivered"/>, a checkpoint, or
+    /// <see cref="Dispose"/>; at once past 1,024 pending), so the publisher never waits for the store lock; otherwise
+    /// they are deleted in one transaction now. Never fsynced: a deletion lost in a crash only publishes those entries
+    /// again, byte-identical (DESIGN.md §4.2). Unknown or already reported entries are ignored.
     /// </summary>
     /// <param name="seqs">Outbox sequence numbers (<see cref="OutboxEntry.Seq"/>), in any order.</param>
     /// <exception cref="ArgumentNullException"><paramref name="seqs"/> is null.</exception>
-    /// <exception cref="IOException">I/O error: none of them is marked (they may be published again).</exception>
+    /// <exception cref="IOException">I/O error while deleting: none of them is marked (they may be published again).</exception>
     public void MarkDelivered(IReadOnlyList<long> seqs)
     {
         ArgumentNullException.ThrowIfNull(seqs);
@@ -482,23 +612,56 @@ internal sealed class JobStore : IDisposable
             return;
         }
 
+        lock (_outboxGate)
+        {
+            if (_memoryComplete)
+            {
+                var reported = seqs as IReadOnlySet<long> ?? new HashSet<long>(seqs);
+                _memory.RemoveAll(entry =>
+                {
+                    if (!reported.Contains(entry.Seq))
+                    {
+                        return false;
+                    }
+
+                    _unmarked.Add(entry.Seq);
+                    return true;
+                });
+                if (_unmarked.Count < MaxPendingDeletes)
+                {
+                    return;
+                }
+            }
+        }
+
         lock (_gate)
         {
-            var removed = 0;
-            InTransaction(db =>
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            lock (_outboxGate)
             {
-                var outbox = db.GetCollection(OutboxCollection);
-                foreach (var seq in seqs)
+                if (!_memoryComplete)
                 {
-                    if (outbox.Delete(seq))
-                    {
-                        removed++;
-                    }
+                    // Not mirrored: the given entries are deleted now (with any deferred ones); unknown seqs are ignored.
+                    var pending = new HashSet<long>(_unmarked);
+                    _unmarked.AddRange(seqs.Where(pending.Add));
                 }
+            }
 
-                return removed > 0;
-            }, durable: false);
-            _outboxCount -= removed;
+            FlushDeliveredLocked();
+        }
+    }
+
+    /// <summary>
+    /// Writes the deferred deletions of delivered entries (see <see cref="MarkDelivered(IReadOnlyList{long})"/>) in one
+    /// transaction, not fsynced. The outbox publisher calls it when idle.
+    /// </summary>
+    /// <exception cref="IOException">I/O error: the deletions stay pending.</exception>
+    public void FlushDelivered()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            FlushDeliveredLocked();
         }
     }
 
@@ -517,7 +680,7 @@ internal sealed class JobStore : IDisposable
             var removed = 0;
             var addedEntries = 0;
             var addedBytes = 0L;
-            InTransaction(db =>
+            var wrote = InTransaction(db =>
             {
                 var running = db.GetCollection(RunningCollection);
                 var jobs = db.GetCollection(JobsCollection);
@@ -557,6 +720,11 @@ internal sealed class JobStore : IDisposable
                 _runningCount -= removed;
                 _queuedCount += addedEntries;
                 _queuedBytes += addedBytes;
+            }
+
+            if (wrote)
+            {
+                SyncNow();
             }
 
             if (requeued > 0)
@@ -602,7 +770,7 @@ internal sealed class JobStore : IDisposable
         lock (_gate)
         {
             var size = -1;
-            InTransaction(db =>
+            var wrote = InTransaction(db =>
             {
                 var offloaded = db.GetCollection(OffloadedCollection);
                 var jobs = db.GetCollection(JobsCollection);
@@ -625,6 +793,11 @@ internal sealed class JobStore : IDisposable
                 size = entry["size"].AsInt32;
                 return true;
             });
+
+            if (wrote)
+            {
+                SyncNow();
+            }
 
             if (size == -1)
             {
@@ -702,7 +875,7 @@ internal sealed class JobStore : IDisposable
                 }
 
                 return deleted > 0;
-            }, durable: false);
+            });
 
             if (deleted > 0)
             {
@@ -714,19 +887,47 @@ internal sealed class JobStore : IDisposable
     }
 
     /// <summary>
-    /// Copies the LiteDB log into the data file and truncates the log (LiteDB flushes the data file to disk first).
-    /// Auto-checkpoint only runs with no open transaction or cursor, so call this when idle, and on shutdown.
+    /// Writes the deferred outbox deletions, then copies the LiteDB log into the data file and truncates the log
+    /// (LiteDB fsyncs the data file first). LiteDB's own auto-checkpoint is off (it ran inside the commit that crossed
+    /// 1,000 log pages, holding up ingest for tens of ms): <see cref="StoreMaintenance"/> calls
+    /// <see cref="CheckpointIfLogOver"/> often, and a commit checkpoints itself past <see cref="MaxLogBytes"/>.
     /// </summary>
     /// <exception cref="IOException">I/O error.</exception>
     public void Checkpoint()
     {
         lock (_gate)
         {
-            Read(db =>
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            FlushDeliveredLocked();
+            CheckpointLocked();
+        }
+    }
+
+    /// <summary>
+    /// Checkpoints (as <see cref="Checkpoint"/>) only when <c>jobs-log.db</c> is larger than <paramref name="bytes"/>:
+    /// called every 100 ms by <see cref="StoreMaintenance"/> with <see cref="CheckpointLogBytes"/>, so that each
+    /// checkpoint copies little and holds the store lock briefly.
+    /// </summary>
+    /// <returns>True when it checkpointed.</returns>
+    /// <exception cref="IOException">I/O error.</exception>
+    public bool CheckpointIfLogOver(long bytes)
+    {
+        if (LogBytes <= bytes)
+        {
+            return false;
+        }
+
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_files is null || _files.LogLength <= bytes)
             {
-                db.Checkpoint();
-                return true;
-            });
+                return false;
+            }
+
+            FlushDeliveredLocked();
+            CheckpointLocked();
+            return true;
         }
     }
 
@@ -738,6 +939,18 @@ internal sealed class JobStore : IDisposable
             if (_disposed)
             {
                 return;
+            }
+
+            if (_files is not null)
+            {
+                try
+                {
+                    FlushDeliveredLocked(); // so that a clean restart does not publish delivered entries again
+                }
+                catch (Exception ex) when (ex is IOException or LiteException)
+                {
+                    Log.StoreCloseFailed(_logger, ex);
+                }
             }
 
             _disposed = true;
@@ -788,8 +1001,12 @@ internal sealed class JobStore : IDisposable
         }
     }
 
-    /// <summary>Runs <paramref name="body"/> (which returns whether it wrote anything) in one transaction.</summary>
-    private void InTransaction(Func<LiteDatabase, bool> body, bool durable = true)
+    /// <summary>
+    /// Runs <paramref name="body"/> (which returns whether it wrote anything) in one transaction and returns what it
+    /// returned. Does not fsync: a durable caller calls <see cref="MarkCommitted"/> under the lock, then
+    /// <see cref="SyncThrough"/> (inside or, better, outside the lock) before it reports success.
+    /// </summary>
+    private bool InTransaction(Func<LiteDatabase, bool> body)
     {
         var db = Database();
         try
@@ -815,16 +1032,173 @@ internal sealed class JobStore : IDisposable
                 }
             }
 
-            if (wrote && durable)
-            {
-                SyncLog();
-            }
+            return wrote;
         }
         catch (IOException ex)
         {
             OnIoError(ex);
             throw;
         }
+    }
+
+    /// <summary>Records that every commit so far has returned (under <c>_gate</c>); returns its generation for <see cref="SyncThrough"/>.</summary>
+    private long MarkCommitted()
+    {
+        var mark = new CommitMark(_committed.Gen + 1, _nextOutboxSeq - 1);
+        Volatile.Write(ref _committed, mark);
+        return mark.Gen;
+    }
+
+    /// <summary>
+    /// Returns once the commit of generation <paramref name="gen"/> is fsynced (group fsync: one fsync covers every
+    /// commit that returned before it started, so concurrent callers share it). Never called with <c>_syncGate</c>'s
+    /// callers holding it; may be called with or without <c>_gate</c> held (lock order: <c>_gate</c>, then <c>_syncGate</c>).
+    /// </summary>
+    /// <exception cref="IOException">The fsync failed or the database was closed meanwhile: the commit is not known durable.</exception>
+    private void SyncThrough(long gen)
+    {
+        if (gen <= 0 || Volatile.Read(ref _durable).Gen >= gen)
+        {
+            return;
+        }
+
+        StoreFiles? files;
+        IOException? failure = null;
+        lock (_syncGate)
+        {
+            if (_durable.Gen >= gen)
+            {
+                return;
+            }
+
+            var target = Volatile.Read(ref _committed); // every commit up to target.Gen has written its pages
+            files = Volatile.Read(ref _files);
+            try
+            {
+                if (files is null)
+                {
+                    throw new IOException("The job store was closed after an I/O error before its log was fsynced.");
+                }
+
+                files.FlushLog();
+                Volatile.Write(ref _durable, target);
+            }
+            catch (IOException ex)
+            {
+                failure = ex;
+            }
+            catch (ObjectDisposedException ex)
+            {
+                failure = new IOException("The job store was closed before its log was fsynced.", ex);
+            }
+        }
+
+        if (failure is not null)
+        {
+            lock (_gate)
+            {
+                if (files is not null && ReferenceEquals(files, _files))
+                {
+                    OnIoError(failure);
+                }
+            }
+
+            throw failure;
+        }
+    }
+
+    /// <summary>Durable now: <see cref="MarkCommitted"/> then <see cref="SyncThrough"/> (for rare writes, under <c>_gate</c>).</summary>
+    private void SyncNow() => SyncThrough(MarkCommitted());
+
+    /// <summary>A snapshot of the entries reported delivered whose LiteDB deletion is pending (under <c>_gate</c>).</summary>
+    private List<long> UnmarkedSnapshot()
+    {
+        lock (_outboxGate)
+        {
+            return _unmarked.Count == 0 ? [] : [.. _unmarked];
+        }
+    }
+
+    /// <summary>Deletes <paramref name="seqs"/> from the outbox collection inside the caller's transaction; returns how many existed.</summary>
+    private static int DeleteUnmarked(ILiteCollection<BsonDocument> outbox, List<long> seqs)
+    {
+        var deleted = 0;
+        foreach (var seq in seqs)
+        {
+            if (outbox.Delete(seq))
+            {
+                deleted++;
+            }
+        }
+
+        return deleted;
+    }
+
+    /// <summary>
+    /// After a commit that inserted <paramref name="added"/> and deleted the <paramref name="deletedSnapshot"/> prefix of
+    /// <c>_unmarked</c> (<paramref name="deleted"/> of them existed): updates the outbox count and the memory outbox.
+    /// Under <c>_gate</c>.
+    /// </summary>
+    private void OutboxCommitted(List<OutboxEntry> added, List<long> deletedSnapshot, int deleted)
+    {
+        _outboxCount += added.Count - deleted;
+        lock (_outboxGate)
+        {
+            _unmarked.RemoveRange(0, deletedSnapshot.Count);
+            if (!_memoryComplete)
+            {
+                return;
+            }
+
+            if (_memory.Count + added.Count > MemoryOutboxLimit)
+            {
+                // A long broker outage: stop mirroring; the publisher reads LiteDB until the outbox is empty again.
+                _memoryComplete = false;
+                _memory.Clear();
+                return;
+            }
+
+            _memory.AddRange(added);
+        }
+    }
+
+    /// <summary>Deletes the pending delivered entries from LiteDB in one (not fsynced) transaction. Under <c>_gate</c>.</summary>
+    private void FlushDeliveredLocked()
+    {
+        var snapshot = UnmarkedSnapshot();
+        if (snapshot.Count == 0)
+        {
+            return;
+        }
+
+        var deleted = 0;
+        InTransaction(db =>
+        {
+            deleted = DeleteUnmarked(db.GetCollection(OutboxCollection), snapshot);
+            return deleted > 0;
+        });
+        OutboxCommitted([], snapshot, deleted);
+    }
+
+    /// <summary>Checkpoints when the log is over <paramref name="maxBytes"/>; under <c>_gate</c>. Returns whether it did.</summary>
+    private bool CheckpointIfLogOverLocked(long maxBytes)
+    {
+        if (_files is not { } files || files.LogLength <= maxBytes)
+        {
+            return false;
+        }
+
+        CheckpointLocked();
+        return true;
+    }
+
+    private void CheckpointLocked()
+    {
+        Read(db =>
+        {
+            db.Checkpoint();
+            return true;
+        });
     }
 
     private T Read<T>(Func<LiteDatabase, T> body)
@@ -856,7 +1230,7 @@ internal sealed class JobStore : IDisposable
     {
         Log.StoreIoError(_logger, exception);
         CloseQuietly(_files);
-        _files = null;
+        Volatile.Write(ref _files, null);
     }
 
     private void TryRollback(LiteDatabase db)
@@ -921,7 +1295,21 @@ internal sealed class JobStore : IDisposable
             }
         }
 
-        _files = files;
+        try
+        {
+            files.Database.CheckpointSize = 0; // no auto-checkpoint inside commits (see Checkpoint)
+            files.FlushLog(); // whatever the log holds now is durable from here on
+        }
+        catch
+        {
+            CloseQuietly(files);
+            throw;
+        }
+
+        var mark = new CommitMark(_committed.Gen + 1, _nextOutboxSeq - 1);
+        Volatile.Write(ref _committed, mark);
+        Volatile.Write(ref _durable, mark);
+        Volatile.Write(ref _files, files);
         SyncDirectory(); // the data and log files may have just been created
     }
 
@@ -974,6 +1362,8 @@ internal sealed class JobStore : IDisposable
             _nextJobSeq = 1;
             _nextOutboxSeq = 1;
             SaveMeta(db, _nextJobSeq, _nextOutboxSeq);
+            _reservedJobSeq = _nextJobSeq;
+            _reservedOutboxSeq = _nextOutboxSeq;
         }
         else
         {
@@ -990,6 +1380,10 @@ internal sealed class JobStore : IDisposable
             {
                 throw new UnreadableStoreException("The meta document has invalid sequence numbers.");
             }
+
+            // Numbers below the stored ones may have been used (reserved blocks): continue from them, leaving a gap.
+            _reservedJobSeq = _nextJobSeq;
+            _reservedOutboxSeq = _nextOutboxSeq;
         }
 
         var queued = 0;
@@ -1027,6 +1421,13 @@ internal sealed class JobStore : IDisposable
         _runningCount = running;
         _offloadedCount = offloaded;
         _outboxCount = outbox;
+        lock (_outboxGate)
+        {
+            // Deferred deletions not written before an I/O error are dropped: those entries are published again.
+            _unmarked.Clear();
+            _memory.Clear();
+            _memoryComplete = outbox == 0;
+        }
     }
 
     /// <summary>
@@ -1068,8 +1469,6 @@ internal sealed class JobStore : IDisposable
         return target;
     }
 
-    private void SyncLog() => _files!.FlushLog();
-
     private void SyncDirectory(string? directory = null)
     {
         directory ??= _directory;
@@ -1077,6 +1476,35 @@ internal sealed class JobStore : IDisposable
         if (errno != 0)
         {
             Log.DirectorySyncFailed(_logger, directory, errno);
+        }
+    }
+
+    /// <summary>
+    /// Inside a transaction that uses sequence numbers below <paramref name="nextJobSeq"/> and
+    /// <paramref name="nextOutboxSeq"/>: when they pass the block reserved in the meta document, reserves the next block
+    /// of <see cref="SeqReservation"/> (writes meta). Most commits then write no meta page (one of ~12 pages per commit);
+    /// after a restart numbering continues from the reserved bound, so it still only increases. Returns the new
+    /// reservation to apply with <see cref="Reserved"/> once the transaction committed, or null.
+    /// </summary>
+    private (long Job, long Outbox)? Reserve(LiteDatabase db, long nextJobSeq, long nextOutboxSeq)
+    {
+        if (nextJobSeq <= _reservedJobSeq && nextOutboxSeq <= _reservedOutboxSeq)
+        {
+            return null;
+        }
+
+        var job = Math.Max(_reservedJobSeq, nextJobSeq + SeqReservation);
+        var outbox = Math.Max(_reservedOutboxSeq, nextOutboxSeq + SeqReservation);
+        SaveMeta(db, job, outbox);
+        return (job, outbox);
+    }
+
+    private void Reserved((long Job, long Outbox)? reserved)
+    {
+        if (reserved is { } r)
+        {
+            _reservedJobSeq = r.Job;
+            _reservedOutboxSeq = r.Outbox;
         }
     }
 
@@ -1129,6 +1557,13 @@ internal sealed class JobStore : IDisposable
         ["correlation"] = correlation is null ? BsonValue.Null : new BsonValue(correlation),
         ["payload"] = payload,
     };
+
+    /// <summary>Inserts one outbox document and returns the entry it stores.</summary>
+    private static OutboxEntry AddOutbox(ILiteCollection<BsonDocument> outbox, long seq, string jobId, string topic, byte[]? correlation, byte[] payload)
+    {
+        outbox.Insert(OutboxDocument(seq, jobId, topic, correlation, payload));
+        return new OutboxEntry(seq, jobId, topic, correlation, payload);
+    }
 
     private static OutboxEntry ToOutboxEntry(BsonDocument doc) => new(
         doc["_id"].AsInt64,
@@ -1209,6 +1644,9 @@ internal sealed class JobStore : IDisposable
         ticks.IsNull ? null : new DateTimeOffset(ticks.AsInt64, TimeSpan.Zero);
 
     private static byte[]? NullableBinary(BsonValue value) => value.IsNull ? null : value.AsBinary;
+
+    /// <summary>A point in the commit order: commit generation <paramref name="Gen"/>, outbox written up to <paramref name="OutboxSeq"/>.</summary>
+    private sealed record CommitMark(long Gen, long OutboxSeq);
 
     /// <summary>The store's own consistency checks failed while opening: treated like a LiteDB read error.</summary>
     private sealed class UnreadableStoreException(string message) : Exception(message);

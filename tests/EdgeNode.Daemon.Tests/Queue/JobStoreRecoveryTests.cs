@@ -73,6 +73,7 @@ public sealed class JobStoreRecoveryTests : IDisposable
             store.Finish("j1", JobStatuses.Succeeded, final);
             var entries = store.ReadOutbox(10);
             store.MarkDelivered(entries[0].Seq); // the accepted event was delivered, the result not yet
+            store.FlushDelivered(); // its deletion written (deferred until then: see the next test)
             CopyCrashImage();
         }
 
@@ -81,6 +82,68 @@ public sealed class JobStoreRecoveryTests : IDisposable
         var entry = Assert.Single(recovered.ReadOutbox(10));
         Assert.Equal(final, entry.Payload);
         Assert.Equal(final, recovered.Get("j1")!.FinalEvent);
+    }
+
+    [Fact]
+    public void Open_CrashImageBeforeDeferredDeletion_DeliveredEventsRepublishedByteIdentical()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([Accept("j1"), Accept("j2")]);
+            var entries = store.ReadOutbox(10);
+            store.MarkDelivered([.. entries.Select(e => e.Seq)]);
+            Assert.Empty(store.ReadOutbox(10)); // reported delivered: never handed out again by this process
+            CopyCrashImage(); // the process dies before the deletion was written
+        }
+
+        using var recovered = Open(_crashImage.Path);
+
+        // DESIGN.md §4.2: after a crash an event may be published again, always byte-identical.
+        var again = recovered.ReadOutbox(10);
+        Assert.Equal(["j1", "j2"], again.Select(e => e.JobId));
+        Assert.Equal(JobEvents.Accepted("j1", "local", Node), again[0].Payload);
+    }
+
+    [Fact]
+    public void CommitBatch_AfterMarkDelivered_WritesTheDeferredDeletionInItsTransaction()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([Accept("j1")]);
+            store.MarkDelivered(store.ReadOutbox(10)[0].Seq);
+            store.CommitBatch([Accept("j2")]); // carries the deletion of j1's delivered event
+            CopyCrashImage();
+        }
+
+        using var recovered = Open(_crashImage.Path);
+
+        Assert.Equal(["j2"], recovered.ReadOutbox(10).Select(e => e.JobId));
+        Assert.Equal(1, recovered.OutboxCount);
+    }
+
+    [Fact]
+    public void Open_CrashImageWithinReservedSeqBlock_NumbersStillIncrease()
+    {
+        long lastJobSeq;
+        long lastOutboxSeq;
+        using (var store = Open())
+        {
+            for (var i = 0; i < 5; i++)
+            {
+                store.CommitBatch([Accept($"j{i}")]); // the first reserves a block in meta, the others write no meta
+            }
+
+            lastJobSeq = store.Get("j4")!.Seq;
+            lastOutboxSeq = store.ReadOutbox(10)[^1].Seq;
+            CopyCrashImage();
+        }
+
+        using var recovered = Open(_crashImage.Path);
+        recovered.CommitBatch([Accept("k")]);
+
+        Assert.True(recovered.Get("k")!.Seq > lastJobSeq);
+        Assert.True(recovered.ReadOutbox(10)[^1].Seq > lastOutboxSeq);
+        Assert.Equal(["j0", "j1", "j2", "j3", "j4", "k"], recovered.ReadOutbox(10).Select(e => e.JobId));
     }
 
     public static TheoryData<string> Corruptions() => ["truncate-to-half", "truncate-finished-jobs", "zero-middle-page", "garbage-header"];

@@ -556,6 +556,43 @@ public sealed class JobStoreTests : IDisposable
     }
 
     [Fact]
+    public void CommitBatch_ManyCommitsWithoutBackgroundCheckpoint_LogGrowsPastLiteDbDefaultButStaysUnderHardBound()
+    {
+        using var store = Open();
+        const long LiteDbAutoCheckpointBytes = 1_000 * 8192; // LiteDB's CHECKPOINT pragma default, now off
+        var largest = 0L;
+        var truncated = false;
+        for (var batch = 0; batch < 3_000 && !truncated; batch++)
+        {
+            var before = store.LogBytes;
+            store.CommitBatch([.. Enumerable.Range(0, 20).Select(i => Accept($"b{batch}-{i}"))]);
+            var after = store.LogBytes;
+            Assert.True(after <= JobStore.MaxLogBytes, $"log {after} bytes after commit {batch}, bound {JobStore.MaxLogBytes}");
+            largest = Math.Max(largest, after);
+            truncated = after < before;
+        }
+
+        Assert.True(truncated, "the hard bound never checkpointed the log");
+        Assert.True(largest > LiteDbAutoCheckpointBytes, $"the log peaked at {largest} bytes: LiteDB's auto-checkpoint still ran");
+        Assert.NotNull(store.Get("b0-0"));
+    }
+
+    [Fact]
+    public void CheckpointIfLogOver_LogOverTheSize_CheckpointsOnlyThen()
+    {
+        using var store = Open();
+        store.CommitBatch([Accept("j1")]);
+        var size = store.LogBytes;
+        Assert.True(size > 0);
+
+        Assert.False(store.CheckpointIfLogOver(size));
+        Assert.Equal(size, store.LogBytes);
+        Assert.True(store.CheckpointIfLogOver(size - 1));
+        Assert.Equal(0, store.LogBytes);
+        Assert.Equal(JobStatuses.Queued, store.Get("j1")!.Status);
+    }
+
+    [Fact]
     public void Checkpoint_AfterWrites_KeepsDataAndEmptiesLog()
     {
         using var store = Open();
