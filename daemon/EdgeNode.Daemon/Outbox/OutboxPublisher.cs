@@ -47,6 +47,8 @@ internal sealed class OutboxPublisher : BackgroundService
         };
     }
 
+    private static readonly TimeSpan StoreRetryDelay = TimeSpan.FromSeconds(1);
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         try
@@ -58,8 +60,19 @@ internal sealed class OutboxPublisher : BackgroundService
                     FlushDelivered(); // idle: write the deferred deletions of delivered entries
                 }
 
-                while (_broker.IsConnected && await DrainOnceAsync(stoppingToken) == BatchSize)
+                try
                 {
+                    while (_broker.IsConnected && await DrainOnceAsync(stoppingToken) == BatchSize)
+                    {
+                    }
+                }
+                catch (Exception ex) when (Execution.Executor.IsStorageFault(ex))
+                {
+                    // Disk full or an I/O error while reading the outbox (or writing its deferred deletions): the
+                    // entries stay in the store and go out once it works again (it reopens itself when space returns).
+                    // Letting this end the service would stop the node with accepted jobs unanswered.
+                    Log.PublishFailed(_logger, "outbox", "the job store is unavailable (" + ex.Message + "); retrying in 1 s");
+                    await Task.Delay(StoreRetryDelay, _time, stoppingToken);
                 }
             }
         }

@@ -1144,7 +1144,19 @@ internal sealed class JobStore : IDisposable
         _outboxCount += added.Count - deleted;
         lock (_outboxGate)
         {
-            _unmarked.RemoveRange(0, deletedSnapshot.Count);
+            if (_unmarked.Count >= deletedSnapshot.Count && System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_unmarked)[..deletedSnapshot.Count]
+                    .SequenceEqual(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(deletedSnapshot)))
+            {
+                _unmarked.RemoveRange(0, deletedSnapshot.Count); // still the prefix the snapshot was taken from
+            }
+            else
+            {
+                // The store was reopened inside the transaction (after an I/O error, e.g. a full disk), which cleared
+                // the list; what is in it now is newer than the snapshot. Removing a prefix by count threw here and
+                // stopped the node (docs: durability case 4).
+                var written = new HashSet<long>(deletedSnapshot);
+                _unmarked.RemoveAll(written.Contains);
+            }
             if (!_memoryComplete)
             {
                 return;

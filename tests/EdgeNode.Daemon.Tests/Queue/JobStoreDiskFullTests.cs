@@ -68,6 +68,29 @@ public sealed class JobStoreDiskFullTests : IDisposable
     }
 
     [Fact]
+    public void CommitBatch_SpaceReturnsWithDeliveredEntriesPendingDeletion_CommitsAndKeepsTheOutboxConsistent()
+    {
+        // The daemon stopped here once (newcomer check, session 3): a delivered entry's deferred deletion was pending
+        // when the disk filled; the next commit reopened the store inside its transaction (which resets the pending
+        // list) and then removed the snapshot's prefix from the emptied list: ArgumentException, IngestService died.
+        using var store = Open();
+        store.CommitBatch([Accept("a")]);
+        var published = store.ReadOutbox(10);
+        store.MarkDelivered([.. published.Select(e => e.Seq)]); // deferred: deleted by the next write transaction
+        _disk.Full = true;
+        Assert.ThrowsAny<IOException>(() => store.CommitBatch([Accept("b")]));
+
+        _disk.Full = false;
+        var decisions = store.CommitBatch([Accept("c")]);
+
+        Assert.Equal(IngestDecisionKind.Accepted, decisions[0].Kind);
+        var outbox = store.ReadOutbox(10);
+        Assert.DoesNotContain(outbox, e => published.Any(p => p.Seq == e.Seq)); // a's event was delivered and is gone
+        Assert.Contains(outbox, e => Text(e.Payload).Contains("\"c\"", StringComparison.Ordinal));
+        Assert.Equal(outbox.Count, store.OutboxCount);
+    }
+
+    [Fact]
     public void Finish_DiskFullThenSpaceReturns_RecordsTheOutcomeOnRetry()
     {
         using var store = Open();
