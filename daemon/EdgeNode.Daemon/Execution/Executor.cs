@@ -95,7 +95,7 @@ internal sealed class Executor(
                         }
                     }
                 }
-                catch (Exception ex) when (IsStorageFault(ex))
+                catch (Exception ex) when (JobStore.IsStorageFault(ex))
                 {
                     // Disk full or I/O error: the store reopens itself when space returns; keep the node up and retry.
                     Log.StoreUnavailable(logger, ex.Message);
@@ -186,7 +186,7 @@ internal sealed class Executor(
 
                 return true;
             }
-            catch (Exception ex) when (IsStorageFault(ex))
+            catch (Exception ex) when (JobStore.IsStorageFault(ex))
             {
                 Log.StoreUnavailable(logger, ex.Message);
                 if (stoppingToken.IsCancellationRequested)
@@ -199,8 +199,6 @@ internal sealed class Executor(
             }
         }
     }
-
-    internal static bool IsStorageFault(Exception ex) => ex is IOException or LiteDB.LiteException or UnauthorizedAccessException;
 
     private readonly record struct Outcome(string Status, string? Code, byte[] Payload, bool Ran, int Tokens = 0);
 

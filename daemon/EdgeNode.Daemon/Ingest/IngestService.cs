@@ -114,7 +114,7 @@ internal sealed class IngestService(
                         }
                     }
                 }
-                catch (Exception ex) when (ex is IOException or LiteDB.LiteException or UnauthorizedAccessException)
+                catch (Exception ex) when (JobStore.IsStorageFault(ex))
                 {
                     for (var i = items.Count; i < batch.Count; i++)
                     {

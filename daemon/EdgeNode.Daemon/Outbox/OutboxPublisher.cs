@@ -66,7 +66,7 @@ internal sealed class OutboxPublisher : BackgroundService
                     {
                     }
                 }
-                catch (Exception ex) when (Execution.Executor.IsStorageFault(ex))
+                catch (Exception ex) when (JobStore.IsStorageFault(ex))
                 {
                     // Disk full or an I/O error while reading the outbox (or writing its deferred deletions): the
                     // entries stay in the store and go out once it works again (it reopens itself when space returns).

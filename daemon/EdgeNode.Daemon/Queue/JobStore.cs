@@ -216,6 +216,14 @@ internal sealed class JobStore : IDisposable
     }
 
     /// <summary>
+    /// True for the failures a store call raises when the disk or the file system fails (full disk, I/O error, lost
+    /// permission) or LiteDB rejects the file: the store reopens itself on the next call, so a background loop logs
+    /// them and retries instead of stopping the node (durability case 4).
+    /// </summary>
+    public static bool IsStorageFault(Exception exception) =>
+        exception is IOException or LiteException or UnauthorizedAccessException;
+
+    /// <summary>
     /// Creates <paramref name="stateDirectory"/> if needed, takes its lock file and opens (or creates) <c>jobs.db</c>.
     /// </summary>
     /// <param name="stateDirectory">The daemon's state directory (<c>Node:StateDirectory</c>, systemd <c>StateDirectory</c>).</param>
