@@ -9,15 +9,12 @@ namespace EdgeNode.CloudRelay.Backends;
 
 /// <summary>
 /// The embedded backend: the shared inference core (ONNX Runtime) with the relay's own model,
-/// <c>Relay:Embedded:ModelPath</c>, or the tiny INT8 demonstration model synthesized into
-/// <c>{state}/models/tiny-int8.onnx</c> on first start (seed 42, the same bytes as the daemon's). One ONNX
+/// <c>Relay:Embedded:ModelPath</c>, or the demonstration model (<see cref="DemonstrationModel"/>) synthesized into
+/// <c>{state}/models/</c> on first start (the same bytes as the daemon's). One ONNX
 /// Runtime session per <c>Relay:MaxConcurrentJobs</c>, since a generator runs one job at a time.
 /// </summary>
 internal sealed class EmbeddedBackend(IOptions<RelayOptions> options, ILogger<EmbeddedBackend> logger) : IRelayBackend, IHostedService, IDisposable
 {
-    /// <summary>Seed of the demonstration model (the daemon's ModelHost.DemoSeed).</summary>
-    public const ulong DemoSeed = 42;
-
     private readonly List<Gpt2Model> _models = [];
     private readonly Channel<Gpt2Generator> _pool = Channel.CreateUnbounded<Gpt2Generator>();
     private Gpt2Generator? _checker;
@@ -33,13 +30,13 @@ internal sealed class EmbeddedBackend(IOptions<RelayOptions> options, ILogger<Em
         var path = relay.Embedded.ModelPath;
         if (string.IsNullOrWhiteSpace(path))
         {
-            path = Path.Combine(relay.ResolveStateDirectory(), "models", "tiny-int8.onnx");
+            path = Path.Combine(relay.ResolveStateDirectory(), "models", DemonstrationModel.FileName);
             if (!File.Exists(path))
             {
                 _notReady = "synthesizing the demonstration model";
                 Directory.CreateDirectory(Path.GetDirectoryName(path)!);
                 var temp = path + ".tmp";
-                ModelSynthesizer.WriteFile(new SynthesisOptions(ModelPreset.Tiny, ModelPrecision.Int8, QuantizeLmHead: false, DemoSeed), temp);
+                ModelSynthesizer.WriteFile(DemonstrationModel.Options, temp);
                 File.Move(temp, path, overwrite: true);
             }
         }

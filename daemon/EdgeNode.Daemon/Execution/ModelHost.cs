@@ -57,9 +57,6 @@ internal sealed class ModelHost(
     NodeState state,
     ILogger<ModelHost> logger) : IHostedService, IDisposable
 {
-    /// <summary>Seed of the demonstration model; fixed so every node synthesizes the same bytes.</summary>
-    public const ulong DemoSeed = 42;
-
     private readonly SemaphoreSlim _jobGate = new(1, 1);
     private Gpt2Model? _model;
     private string _defaultPath = "";
@@ -214,12 +211,12 @@ internal sealed class ModelHost(
             return Path.GetFullPath(path);
         }
 
-        path = Path.Combine(node.Value.ResolveStateDirectory(), "models", "tiny-int8.onnx");
+        path = Path.Combine(node.Value.ResolveStateDirectory(), "models", DemonstrationModel.FileName);
         if (!File.Exists(path))
         {
             state.StartupStage = "synthesizing demonstration model";
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            ModelSynthesizer.WriteFile(new SynthesisOptions(ModelPreset.Tiny, ModelPrecision.Int8, QuantizeLmHead: false, DemoSeed), path);
+            ModelSynthesizer.WriteFile(DemonstrationModel.Options, path);
         }
 
         Log.DemoModel(logger, path);

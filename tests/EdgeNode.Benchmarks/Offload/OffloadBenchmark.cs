@@ -384,6 +384,8 @@ internal static class OffloadBenchmark
         return new Samples(values);
     }
 
+    // The tiny INT8 model with its LM head in FP32 (the demonstration default before 2026-11-29): kept so that the
+    // offload figures in docs/BENCHMARKS.md stay comparable.
     private static string TinyModel()
     {
         var path = Path.Combine(Path.GetTempPath(), "edgenode-bench", "tiny-int8.onnx");

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using EdgeNode.Shared.Inference.Synthesis;
 using EdgeNode.TestSupport;
 
 namespace EdgeNode.Daemon.Tests.Cli;
@@ -44,6 +45,31 @@ public sealed class CliTests
         var line = await sub.WaitForLineAsync(l => l.StartsWith("edgenode/results/by-hand {", StringComparison.Ordinal) && l.Contains("\"result\"", StringComparison.Ordinal), Timeout);
         using var doc = JsonDocument.Parse(line["edgenode/results/by-hand ".Length..]);
         Assert.Equal("SUCCEEDED", doc.RootElement.GetProperty("status").GetString());
+
+        daemon.Signal(15);
+        Assert.Equal(0, await daemon.WaitForExitAsync(Timeout));
+    }
+
+    /// <summary>With no model configured the node synthesizes the demonstration model (tiny INT8, LM head quantized) into its
+    /// state directory, byte-identical to <see cref="DemonstrationModel.Options"/> (what the relay synthesizes too), and runs jobs on it.</summary>
+    [Fact]
+    public async Task Run_WithoutModelPath_SynthesizesTheDemonstrationModelAndRunsJobs()
+    {
+        using var state = new TempDirectory();
+        var port = Ports.FreeLoopbackPort();
+        await using var daemon = EdgeNodeProcess.Start("run", "--Node:StateDirectory=" + state.Path,
+            "--Mqtt:Embedded:Port=" + port.ToString(CultureInfo.InvariantCulture), "--Admin:Url=http://127.0.0.1:0");
+        await daemon.WaitForLineAsync(l => l.Contains("Subscribed to edgenode/nodes/", StringComparison.Ordinal), Timeout);
+        await using var sub = await MosquittoClients.SubscribeAsync(port, ["-t", "edgenode/results/#", "-q", "1", "-v"], Timeout);
+
+        Assert.Equal(0, await MosquittoClients.PublishAsync(port, ["-q", "1", "-t", "edgenode/jobs", "-m", """{"id":"default-model","prompt":"Hello","max_new_tokens":4}"""], Timeout));
+
+        var line = await sub.WaitForLineAsync(l => l.StartsWith("edgenode/results/default-model {", StringComparison.Ordinal) && l.Contains("\"result\"", StringComparison.Ordinal), Timeout);
+        using var doc = JsonDocument.Parse(line["edgenode/results/default-model ".Length..]);
+        Assert.Equal("SUCCEEDED", doc.RootElement.GetProperty("status").GetString());
+        Assert.InRange(doc.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32(), 1, 4);
+        var written = Path.Combine(state.Path, "models", DemonstrationModel.FileName);
+        Assert.Equal(ModelSynthesizer.Synthesize(DemonstrationModel.Options), await File.ReadAllBytesAsync(written));
 
         daemon.Signal(15);
         Assert.Equal(0, await daemon.WaitForExitAsync(Timeout));

@@ -66,3 +66,28 @@ public sealed record SynthesisOptions(
     bool QuantizeLmHead,
     ulong Seed,
     ModelLayout Layout = ModelLayout.Optimum);
+
+/// <summary>
+/// The demonstration model that the daemon and the relay synthesize when no model file is configured
+/// (<c>{state}/models/</c><see cref="FileName"/>, DESIGN.md §2 preset <c>tiny</c>): the same bytes on every machine, so a
+/// job gives the same text on a node and on its relay.
+/// </summary>
+/// <remarks>
+/// INT8 with the LM head quantized too, the form recommended for <c>small</c> (docs/BENCHMARKS.md "Speed": +30-60 % decode
+/// and prefill). For the tiny preset the FP32 LM head would be most of the weights: the tied <c>transformer.wte.weight</c>
+/// (50,257 × 64 × 4 B = 12.3 MiB) is read by the embedding Gather, and ONNX Runtime keeps a second, pre-packed copy of its
+/// transpose for the LM head MatMul; quantizing the head replaces that copy with 3.1 MiB of INT8 (idle RSS 146 instead of
+/// 155 MB, docs/BENCHMARKS.md "Idle memory").
+/// </remarks>
+public static class DemonstrationModel
+{
+    /// <summary>Weight seed; fixed so every node and relay synthesizes the same bytes.</summary>
+    public const ulong Seed = 42;
+
+    /// <summary>File name under <c>{state}/models/</c>. Named after its options: a state directory holding an older
+    /// demonstration model keeps it under its old name and synthesizes this one.</summary>
+    public const string FileName = "tiny-int8-lmhead.onnx";
+
+    /// <summary>Tiny preset, INT8 (QOperator) with the LM head quantized, <see cref="Seed"/>, Optimum layout.</summary>
+    public static SynthesisOptions Options { get; } = new(ModelPreset.Tiny, ModelPrecision.Int8, QuantizeLmHead: true, Seed);
+}
