@@ -138,6 +138,7 @@ internal sealed class IngestService(
                     }
 
                     await AcknowledgeAsync(batch[i], stoppingToken);
+                    metrics.IngestAccept.Observe(Math.Max(0, (time.GetUtcNow() - batch[i].ReceivedAt).TotalSeconds));
                     _loop.Beat();
                 }
 

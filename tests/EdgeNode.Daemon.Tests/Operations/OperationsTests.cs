@@ -110,6 +110,13 @@ public sealed class OperationsTests
         Assert.True(finals.Any(e => e.Status == "TIMED_OUT"), "the 100 ms deadlines behind the long job must expire");
         Assert.Equal(0, MetricsScraper.Get(last, "edgenode_queue_depth"));
         Assert.Equal(1, MetricsScraper.Get(last, "edgenode_broker_connected"));
+
+        // Every job message (accepted or refused) was PUBACKed after its commit and timed once: 21 published.
+        Assert.Equal(21, MetricsScraper.Get(last, "edgenode_ingest_accept_seconds_count"));
+        Assert.Equal(MetricsScraper.Get(last, "edgenode_jobs_accepted_total") + MetricsScraper.Sum(last, "edgenode_jobs_rejected_total"),
+            MetricsScraper.Get(last, "edgenode_ingest_accept_seconds_count"));
+        Assert.Equal(21, MetricsScraper.Get(last, "edgenode_ingest_accept_seconds_bucket{le=\"+Inf\"}"));
+        Assert.InRange(MetricsScraper.Get(last, "edgenode_ingest_accept_seconds_sum"), 1e-6, Timeout.TotalSeconds * 21);
     }
 
     /// <summary>DESIGN.md §3: the retained status says online with model and provider; the Will marks a killed node
