@@ -116,6 +116,35 @@ public sealed class JobStoreTests : IDisposable
         Assert.Equal(2, store.ReadOutbox(10).Count);
     }
 
+    /// <summary>A known id in a batch of new ones: the first, optimistic attempt (no per-id lookup) hits LiteDB's duplicate key and
+    /// is rolled back whole; the batch is committed again with lookups. Nothing of the rolled-back attempt may remain:
+    /// no sequence number skipped or used twice, the memory outbox equal to the stored one, counts exact.</summary>
+    [Fact]
+    public void CommitBatch_KnownIdAmongNewOnes_NewOnesAcceptedInOrderWithConsecutiveSequenceNumbers()
+    {
+        IReadOnlyList<OutboxEntry> inMemory;
+        using (var store = Open())
+        {
+            store.CommitBatch([Accept("j1")]);
+
+            var decisions = store.CommitBatch([Accept("j2"), Accept("j1"), Reject("bad-1"), Accept("j3"), Accept("j3")]);
+
+            Assert.Equal(
+                [IngestDecisionKind.Accepted, IngestDecisionKind.Duplicate, IngestDecisionKind.Rejected, IngestDecisionKind.Accepted, IngestDecisionKind.Duplicate],
+                decisions.Select(d => d.Kind));
+            Assert.Equal(3, store.CountQueued());
+            inMemory = store.ReadOutbox(10);
+            Assert.Equal(["j1", "j2", "bad-1", "j3"], inMemory.Select(e => e.JobId));
+            Assert.Equal(Enumerable.Range((int)inMemory[0].Seq, 4).Select(i => (long)i), inMemory.Select(e => e.Seq));
+            Assert.Equal(store.Get("j2")!.Seq + 1, store.Get("j3")!.Seq);
+        }
+
+        using var reopened = Open();
+        Assert.Equal(inMemory.Select(e => (e.Seq, e.JobId)), reopened.ReadOutbox(10).Select(e => (e.Seq, e.JobId)));
+        Assert.Equal(3, reopened.CountQueued());
+        Assert.Equal(["j1", "j2", "j3"], DrainIds(reopened));
+    }
+
     [Fact]
     public void CommitBatch_RejectedItem_PutsOnlyItsErrorEventInOutbox()
     {
