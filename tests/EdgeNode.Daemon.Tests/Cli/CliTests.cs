@@ -34,20 +34,10 @@ public sealed class CliTests
     public async Task Run_ThenMosquittoPubByHand_ResultOnDefaultTopic()
     {
         using var state = new TempDirectory();
-        var port = Ports.FreeLoopbackPort();
-        await using var daemon = EdgeNodeProcess.Start("run", "--Node:StateDirectory=" + state.Path,
-            "--Mqtt:Embedded:Port=" + port.ToString(CultureInfo.InvariantCulture), "--Admin:Url=http://127.0.0.1:0", "--Inference:ModelPath=" + Models.TinyInt8);
-        await daemon.WaitForLineAsync(l => l.Contains("Subscribed to edgenode/nodes/", StringComparison.Ordinal), Timeout);
-        await using var sub = await MosquittoClients.SubscribeAsync(port, ["-t", "edgenode/results/#", "-q", "1", "-v"], Timeout);
 
-        Assert.Equal(0, await MosquittoClients.PublishAsync(port, ["-q", "1", "-t", "edgenode/jobs", "-m", """{"id":"by-hand","prompt":"Hello","max_new_tokens":4}"""], Timeout));
+        var result = await RunOneJobByHandAsync(state.Path, "by-hand", "--Inference:ModelPath=" + Models.TinyInt8);
 
-        var line = await sub.WaitForLineAsync(l => l.StartsWith("edgenode/results/by-hand {", StringComparison.Ordinal) && l.Contains("\"result\"", StringComparison.Ordinal), Timeout);
-        using var doc = JsonDocument.Parse(line["edgenode/results/by-hand ".Length..]);
-        Assert.Equal("SUCCEEDED", doc.RootElement.GetProperty("status").GetString());
-
-        daemon.Signal(15);
-        Assert.Equal(0, await daemon.WaitForExitAsync(Timeout));
+        Assert.Equal("SUCCEEDED", result.GetProperty("status").GetString());
     }
 
     /// <summary>With no model configured the node synthesizes the demonstration model (tiny INT8, LM head quantized) into its
@@ -56,23 +46,35 @@ public sealed class CliTests
     public async Task Run_WithoutModelPath_SynthesizesTheDemonstrationModelAndRunsJobs()
     {
         using var state = new TempDirectory();
+
+        var result = await RunOneJobByHandAsync(state.Path, "default-model");
+
+        Assert.Equal("SUCCEEDED", result.GetProperty("status").GetString());
+        Assert.InRange(result.GetProperty("usage").GetProperty("completion_tokens").GetInt32(), 1, 4);
+        var written = Path.Combine(state.Path, "models", DemonstrationModel.FileName);
+        Assert.Equal(ModelSynthesizer.Synthesize(DemonstrationModel.Options), await File.ReadAllBytesAsync(written));
+    }
+
+    /// <summary>
+    /// Starts <c>edgenode run</c> on its embedded broker, publishes one job (4 new tokens) with <c>mosquitto_pub</c>, reads its
+    /// result event on the default reply topic with <c>mosquitto_sub</c>, stops the daemon with SIGTERM (exit 0 asserted).
+    /// </summary>
+    private static async Task<JsonElement> RunOneJobByHandAsync(string statePath, string jobId, params string[] extraArgs)
+    {
         var port = Ports.FreeLoopbackPort();
-        await using var daemon = EdgeNodeProcess.Start("run", "--Node:StateDirectory=" + state.Path,
-            "--Mqtt:Embedded:Port=" + port.ToString(CultureInfo.InvariantCulture), "--Admin:Url=http://127.0.0.1:0");
+        await using var daemon = EdgeNodeProcess.Start(["run", "--Node:StateDirectory=" + statePath,
+            "--Mqtt:Embedded:Port=" + port.ToString(CultureInfo.InvariantCulture), "--Admin:Url=http://127.0.0.1:0", .. extraArgs]);
         await daemon.WaitForLineAsync(l => l.Contains("Subscribed to edgenode/nodes/", StringComparison.Ordinal), Timeout);
         await using var sub = await MosquittoClients.SubscribeAsync(port, ["-t", "edgenode/results/#", "-q", "1", "-v"], Timeout);
 
-        Assert.Equal(0, await MosquittoClients.PublishAsync(port, ["-q", "1", "-t", "edgenode/jobs", "-m", """{"id":"default-model","prompt":"Hello","max_new_tokens":4}"""], Timeout));
+        Assert.Equal(0, await MosquittoClients.PublishAsync(port, ["-q", "1", "-t", "edgenode/jobs", "-m", $$"""{"id":"{{jobId}}","prompt":"Hello","max_new_tokens":4}"""], Timeout));
 
-        var line = await sub.WaitForLineAsync(l => l.StartsWith("edgenode/results/default-model {", StringComparison.Ordinal) && l.Contains("\"result\"", StringComparison.Ordinal), Timeout);
-        using var doc = JsonDocument.Parse(line["edgenode/results/default-model ".Length..]);
-        Assert.Equal("SUCCEEDED", doc.RootElement.GetProperty("status").GetString());
-        Assert.InRange(doc.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32(), 1, 4);
-        var written = Path.Combine(state.Path, "models", DemonstrationModel.FileName);
-        Assert.Equal(ModelSynthesizer.Synthesize(DemonstrationModel.Options), await File.ReadAllBytesAsync(written));
-
+        var prefix = $"edgenode/results/{jobId} ";
+        var line = await sub.WaitForLineAsync(l => l.StartsWith(prefix + "{", StringComparison.Ordinal) && l.Contains("\"result\"", StringComparison.Ordinal), Timeout);
+        using var doc = JsonDocument.Parse(line[prefix.Length..]);
         daemon.Signal(15);
         Assert.Equal(0, await daemon.WaitForExitAsync(Timeout));
+        return doc.RootElement.Clone();
     }
 
     [Theory]
