@@ -363,7 +363,7 @@ internal sealed class IngestService(
     {
         // A resubmitted id never runs twice (DESIGN.md §3): the sender gets the stored outcome again,
         // or, while the first submission is still pending, its acceptance again.
-        var payload = decision.Existing?.FinalEvent ?? JobEvents.Accepted(item.JobId, "local", _nodeId);
+        var payload = decision.Existing?.FinalEvent ?? JobEvents.Accepted(item.JobId, decision.Existing?.AcceptedRoute ?? "local", _nodeId);
         await PublishBestEffortAsync(item.ReplyTopic, payload, item.CorrelationData, cancellationToken);
     }
 

@@ -324,7 +324,7 @@ internal sealed class OutboxPublisher : BackgroundService
         }
         catch (Exception ex) when (ex is IOException or LiteDB.LiteException)
         {
-            Log.PublishFailed(_logger, "outbox", "published, but the store could not mark " + delivered.Count + " entries delivered (" + ex.Message + "); they may be published again");
+            Log.PublishFailed(_logger, "outbox", "published, but the store could not delete " + delivered.Count + " delivered entries (" + ex.Message + "); it retries later, and they are published again only if the node restarts first");
             return false;
         }
     }

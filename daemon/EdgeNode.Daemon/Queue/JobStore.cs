@@ -601,9 +601,20 @@ internal sealed class JobStore : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            FlushDeliveredLocked(); // the collection then holds exactly the undelivered entries
-            var entries = Read(db => db.GetCollection(OutboxCollection).Find(Query.All(), 0, max)
-                .Select(ToOutboxEntry).TakeWhile(e => e.Seq <= durable).ToList());
+            try
+            {
+                FlushDeliveredLocked(); // the collection then holds exactly the undelivered entries
+            }
+            catch (Exception ex) when (IsStorageFault(ex))
+            {
+                // Disk full: the deletions stay pending and the entries they name are skipped below; what was not
+                // delivered yet still goes out.
+                Log.StoreIoError(_logger, ex);
+            }
+
+            var delivered = new HashSet<long>(UnmarkedSnapshot());
+            var entries = Read(db => db.GetCollection(OutboxCollection).Find(Query.All(), 0, max + delivered.Count)
+                .Select(ToOutboxEntry).Where(e => !delivered.Contains(e.Seq)).Take(max).TakeWhile(e => e.Seq <= durable).ToList());
             if (_outboxCount == 0)
             {
                 lock (_outboxGate)
@@ -631,7 +642,8 @@ internal sealed class JobStore : IDisposable
     /// </summary>
     /// <param name="seqs">Outbox sequence numbers (<see cref="OutboxEntry.Seq"/>), in any order.</param>
     /// <exception cref="ArgumentNullException"><paramref name="seqs"/> is null.</exception>
-    /// <exception cref="IOException">I/O error while deleting: none of them is marked (they may be published again).</exception>
+    /// <exception cref="IOException">I/O error while deleting (disk full): the deletion stays pending and is written by a
+    /// later transaction; this store does not read those entries again (after a restart they may be published again).</exception>
     public void MarkDelivered(IReadOnlyList<long> seqs)
     {
         ArgumentNullException.ThrowIfNull(seqs);
@@ -1450,9 +1462,10 @@ internal sealed class JobStore : IDisposable
         }
 
         var outbox = 0;
+        var stored = new HashSet<long>();
         foreach (var entry in db.GetCollection(OutboxCollection).FindAll())
         {
-            _ = ToOutboxEntry(entry);
+            stored.Add(ToOutboxEntry(entry).Seq);
             outbox++;
         }
 
@@ -1463,8 +1476,10 @@ internal sealed class JobStore : IDisposable
         _outboxCount = outbox;
         lock (_outboxGate)
         {
-            // Deferred deletions not written before an I/O error are dropped: those entries are published again.
-            _unmarked.Clear();
+            // A reopen after an I/O error (disk full) keeps the deliveries this process already made: those entries are
+            // still in the file but must not be published again while the disk stays full (they were, every cycle, for
+            // as long as the outage lasted). Only seqs the file no longer holds (their deletion did commit) are dropped.
+            _unmarked.RemoveAll(seq => !stored.Contains(seq));
             _memory.Clear();
             _memoryComplete = outbox == 0;
         }
@@ -1633,6 +1648,7 @@ internal sealed class JobStore : IDisposable
             ["priority"] = job.Priority,
             ["reply_to"] = job.ReplyTo is { } replyTo ? new BsonValue(replyTo) : BsonValue.Null,
         },
+        ["route"] = item.Offload ? "relay" : "local",
         ["reply_topic"] = item.ReplyTopic,
         ["correlation"] = item.CorrelationData is null ? BsonValue.Null : new BsonValue(item.CorrelationData),
         ["received_at"] = item.ReceivedAt.UtcTicks,
@@ -1652,6 +1668,9 @@ internal sealed class JobStore : IDisposable
             Id = id,
             Seq = doc["seq"].AsInt64,
             Status = doc["status"].AsString,
+            // Documents written before the field existed: their route is what their status still says, if anything.
+            AcceptedRoute = doc.TryGetValue("route", out var route) && route.IsString ? route.AsString
+                : doc["status"].AsString == JobStatuses.Offloaded ? "relay" : "local",
             Request = new JobRequest
             {
                 Id = id,

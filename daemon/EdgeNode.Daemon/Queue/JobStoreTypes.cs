@@ -62,6 +62,10 @@ internal sealed class JobRecord
     /// <summary>One of <see cref="JobStatuses"/>.</summary>
     public required string Status { get; init; }
 
+    /// <summary>The route its <c>accepted</c> event named (DESIGN.md §3): <c>relay</c> when ingest routed it to the cloud
+    /// relay, else <c>local</c>; a resubmission while it is pending gets that same event again, byte-identical.</summary>
+    public string AcceptedRoute { get; init; } = "local";
+
     /// <summary>-100..100, higher runs first.</summary>
     public int Priority => Request.Priority;
 

@@ -91,6 +91,32 @@ public sealed class JobStoreDiskFullTests : IDisposable
     }
 
     [Fact]
+    public void ReadOutbox_DiskFullWhileMarkingDelivered_DeliveredEntriesAreNotReadAgain()
+    {
+        // Newcomer check, session 4: on a full disk the node published the same 244 accepted events every ~2 s until
+        // space returned. The deletion of delivered entries failed, the store reopened, and the reopen forgot which
+        // entries this process had already delivered, so the outbox read them again.
+        using var store = Open();
+        store.CommitBatch([Accept("a"), Accept("b")]);
+        _disk.Full = true;
+        Assert.ThrowsAny<IOException>(() => store.CommitBatch([Accept("c")]));
+        Assert.Equal(JobStatuses.Queued, store.Get("a")!.Status); // reopened: the outbox is read from LiteDB from now on
+        var published = store.ReadOutbox(10);
+        Assert.Equal(2, published.Count);
+
+        Assert.ThrowsAny<IOException>(() => store.MarkDelivered([.. published.Select(e => e.Seq)]));
+
+        Assert.Empty(store.ReadOutbox(10));
+        Assert.Empty(store.ReadOutbox(10));
+        Assert.Equal(0, store.OutboxCount);
+        _disk.Full = false;
+        store.CommitBatch([Accept("d")]);
+        var after = store.ReadOutbox(10);
+        Assert.Equal(["d"], after.Select(e => e.JobId));
+        Assert.Equal(1, store.OutboxCount);
+    }
+
+    [Fact]
     public void Finish_DiskFullThenSpaceReturns_RecordsTheOutcomeOnRetry()
     {
         using var store = Open();

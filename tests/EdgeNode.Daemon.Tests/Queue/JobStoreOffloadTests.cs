@@ -35,6 +35,22 @@ public sealed class JobStoreOffloadTests : IDisposable
         Assert.Null(store.TakeNext());
     }
 
+    /// <summary>Newcomer check, session 4: resending the id of an OFFLOADED job got an <c>accepted</c> event saying
+    /// "local". The stored record keeps the route its acceptance named, also after it came back to the local queue, so
+    /// the repeated acceptance is the first one again, byte-identical.</summary>
+    [Fact]
+    public void CommitBatch_ResubmittedOffloadedId_DuplicateKeepsTheRelayRouteOfItsAcceptance()
+    {
+        using var store = Open();
+        store.CommitBatch([Offload(Job("off")), Accept(Job("loc"))]);
+
+        var again = store.CommitBatch([Accept(Job("off")), Accept(Job("loc"))]);
+
+        Assert.Equal(["relay", "local"], again.Select(d => d.Existing!.AcceptedRoute));
+        Assert.True(store.ReturnToQueue("off")); // the relay failed: it runs locally, its acceptance said relay
+        Assert.Equal("relay", Assert.Single(store.CommitBatch([Accept(Job("off"))])).Existing!.AcceptedRoute);
+    }
+
     [Fact]
     public void ListOffloaded_AfterReopen_ReturnsTheOffloadedJobs()
     {
