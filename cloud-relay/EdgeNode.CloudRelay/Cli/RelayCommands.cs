@@ -44,7 +44,7 @@ internal static class RelayCommands
         }
         catch (OptionsValidationException ex)
         {
-            await Console.Error.WriteLineAsync("edgenode-relay: invalid configuration: " + string.Join("; ", ex.Failures));
+            await Console.Error.WriteLineAsync("edgenode-relay: invalid configuration: " + string.Join("; ", ex.Failures.Select(ConfigurationErrors.DescribeValidationFailure)));
             return 2;
         }
         catch (Exception ex) when (ConfigurationErrors.DescribeStartupError(ex) is { } problem)

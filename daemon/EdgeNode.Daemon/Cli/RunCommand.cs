@@ -47,7 +47,7 @@ internal static class RunCommand
         }
         catch (OptionsValidationException ex)
         {
-            await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + string.Join("; ", ex.Failures));
+            await Console.Error.WriteLineAsync("edgenode: invalid configuration: " + string.Join("; ", ex.Failures.Select(ConfigurationErrors.DescribeValidationFailure)));
             return 2;
         }
         catch (Exception ex) when (ConfigurationErrors.DescribeStartupError(ex) is { } problem)

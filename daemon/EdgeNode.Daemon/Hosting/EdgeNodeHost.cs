@@ -88,8 +88,9 @@ internal static class EdgeNodeHost
             .Validate(o => !o.UsesEmbeddedBroker || o.Embedded.Enabled, "Mqtt:Host is empty and Mqtt:Embedded:Enabled is false: configure a broker.")
             .ValidateOnStart();
         services.AddOptions<InferenceOptions>().BindConfiguration(InferenceOptions.Section, StrictBinding).ValidateDataAnnotations()
-            .Validate(o => string.IsNullOrWhiteSpace(o.ModelPath) || File.Exists(o.ModelPath), "Inference:ModelPath names a file that does not exist.")
             .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<InferenceOptions>>(new RuleValidator<InferenceOptions>(o =>
+            string.IsNullOrWhiteSpace(o.ModelPath) || File.Exists(o.ModelPath) ? null : $"Inference:ModelPath names a file that does not exist: '{o.ModelPath}'."));
         services.AddOptions<QueueOptions>().BindConfiguration(QueueOptions.Section, StrictBinding).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<ExecutionOptions>().BindConfiguration(ExecutionOptions.Section, StrictBinding).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<AdminOptions>().BindConfiguration(AdminOptions.Section, StrictBinding).ValidateDataAnnotations()

@@ -31,25 +31,79 @@ public static partial class ConfigurationErrors
     };
 
     /// <summary>
-    /// Rewrites the binder's unknown-key message ("... not found on the instance of X.QueueOptions: 'MaxJob'") as
-    /// "unknown key Queue:MaxJob (...)"; other messages pass unchanged.
+    /// Rewrites the binder's messages in the configuration's own terms: an unknown key ("... not found on the instance
+    /// of X.QueueOptions: 'MaxJob'") as "unknown key Queue:MaxJob (...)", a value that does not convert ("Failed to
+    /// convert configuration value 'abc' at 'Queue:MaxJobs' to type 'System.Int32'.") as "Queue:MaxJobs: 'abc' is not
+    /// an integer"; other messages pass unchanged.
     /// </summary>
     public static string Describe(string message)
     {
         ArgumentNullException.ThrowIfNull(message);
+        if (Unconvertible().Match(message) is { Success: true } value)
+        {
+            return $"{value.Groups["key"].Value}: '{value.Groups["value"].Value}' is not {Kind(value.Groups["type"].Value)}";
+        }
+
         var match = UnknownKeys().Match(message);
         if (!match.Success)
         {
             return message;
         }
 
-        var section = match.Groups["type"].Value;
-        section = section.EndsWith("Options", StringComparison.Ordinal) ? section[..^"Options".Length] : section;
+        var section = Section(match.Groups["type"].Value);
         var keys = match.Groups["keys"].Value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
             .Select(k => section + ":" + k.Trim('\''));
         return $"unknown key {string.Join(", ", keys)} (check the spelling; the Configuration section of README.md lists the keys)";
     }
 
+    /// <summary>
+    /// Rewrites one failure of an <c>OptionsValidationException</c> from DataAnnotations ("DataAnnotation validation
+    /// failed for 'QueueOptions' members: 'MaxJobs' with the error: 'The field MaxJobs must be between 1 and 10.'.") as
+    /// "Queue:MaxJobs must be between 1 and 10"; other failures (already written in configuration terms) pass unchanged.
+    /// </summary>
+    public static string DescribeValidationFailure(string failure)
+    {
+        ArgumentNullException.ThrowIfNull(failure);
+        var match = DataAnnotationFailure().Match(failure);
+        if (!match.Success)
+        {
+            return failure;
+        }
+
+        var key = Section(match.Groups["type"].Value) + ":" + match.Groups["member"].Value;
+        var error = match.Groups["error"].Value.TrimEnd('.');
+        var member = match.Groups["member"].Value;
+        foreach (var subject in (string[])[$"The field {member}", $"The {member} field"])
+        {
+            if (error.StartsWith(subject, StringComparison.Ordinal))
+            {
+                return key + error[subject.Length..];
+            }
+        }
+
+        return key + ": " + error;
+    }
+
+    /// <summary>"QueueOptions" -> "Queue": the options classes are named after their configuration section.</summary>
+    private static string Section(string type) =>
+        type.EndsWith("Options", StringComparison.Ordinal) ? type[..^"Options".Length] : type;
+
+    private static string Kind(string type) => type switch
+    {
+        "System.Int16" or "System.Int32" or "System.Int64" or "System.UInt16" or "System.UInt32" or "System.UInt64" or "System.Byte" => "an integer",
+        "System.Double" or "System.Single" or "System.Decimal" => "a number",
+        "System.Boolean" => "true or false",
+        "System.TimeSpan" => "a duration such as 00:00:30 (hh:mm:ss)",
+        "System.Uri" => "a URL",
+        _ => "a valid " + type[(type.LastIndexOfAny(['.', '+']) + 1)..] + " value",
+    };
+
     [GeneratedRegex(@"instance of (?:[\w.+]+[.+])?(?<type>\w+): (?<keys>.+)$")]
     private static partial Regex UnknownKeys();
+
+    [GeneratedRegex(@"^Failed to convert configuration value '(?<value>.*)' at '(?<key>[^']+)' to type '(?<type>[^']+)'")]
+    private static partial Regex Unconvertible();
+
+    [GeneratedRegex(@"^DataAnnotation validation failed for '(?<type>\w+)' members: '(?<member>[\w.]+)' with the error: '(?<error>.*)'\.?$", RegexOptions.Singleline)]
+    private static partial Regex DataAnnotationFailure();
 }

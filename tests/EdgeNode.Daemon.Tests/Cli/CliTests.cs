@@ -78,11 +78,11 @@ public sealed class CliTests
     }
 
     [Theory]
-    [InlineData("--Mqtt:Port=abc", "Mqtt:Port")]
+    [InlineData("--Mqtt:Port=abc", "Mqtt:Port: 'abc' is not an integer")]
     [InlineData("--Mqtt:ProtocolVersion=4", "Mqtt:ProtocolVersion")]
-    [InlineData("--Inference:ModelPath=/nonexistent/model.onnx", "Inference:ModelPath")]
+    [InlineData("--Inference:ModelPath=/nonexistent/model.onnx", "Inference:ModelPath names a file that does not exist: '/nonexistent/model.onnx'")]
     [InlineData("--Node:Id=a/b", "Node:Id")]
-    [InlineData("--Queue:MaxJobs=-1", "MaxJobs")]
+    [InlineData("--Queue:MaxJobs=-1", "Queue:MaxJobs must be between")]
     [InlineData("--Queue:MaxJob=5", "Queue:MaxJob")] // a misspelt key is an error, not silently ignored
     [InlineData("--Offload:RhoTreshold=0.9", "Offload:RhoTreshold")]
     [InlineData("--Offload:RelayUrl=ftp://x", "Offload:RelayUrl")]
@@ -94,6 +94,7 @@ public sealed class CliTests
         Assert.Equal(2, await p.WaitForExitAsync(Timeout));
         Assert.Contains(p.Lines, l => l.StartsWith("edgenode: invalid configuration", StringComparison.Ordinal) && l.Contains(key, StringComparison.Ordinal));
         Assert.DoesNotContain(p.Lines, l => l.Contains("   at ", StringComparison.Ordinal) || l.Contains("Hosting failed to start", StringComparison.Ordinal));
+        Assert.DoesNotContain(p.Lines, l => l.Contains("System.", StringComparison.Ordinal) || l.Contains("DataAnnotation", StringComparison.Ordinal));
     }
 
     [Theory]
