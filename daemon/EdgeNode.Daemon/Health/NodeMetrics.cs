@@ -49,6 +49,36 @@ internal sealed class NodeMetrics
         RelayRoundTrip = f.CreateGauge("edgenode_relay_round_trip_seconds", "Mean seconds from sending a job to the relay to its outcome, over the relay's last 32 answers (0: none known).");
         RelayCircuit = f.CreateGauge("edgenode_relay_circuit_state", "Relay circuit breaker: 0 closed, 1 half-open, 2 open; -1 offload disabled.");
         StoreQuarantined = f.CreateGauge("edgenode_store_quarantined", "1 when the job database was found corrupt at start and moved aside.");
+
+        // Every series a dashboard may query exists from the first scrape, at 0: a labelled counter otherwise appears only
+        // with its first increment, and rate() or absent() on it misleads until then.
+        foreach (var reason in (string[])[EdgeNode.Shared.Jobs.JobErrorCodes.InvalidJson, EdgeNode.Shared.Jobs.JobErrorCodes.InvalidRequest,
+                     EdgeNode.Shared.Jobs.JobErrorCodes.PayloadTooLarge, EdgeNode.Shared.Jobs.JobErrorCodes.PromptTooLong,
+                     EdgeNode.Shared.Jobs.JobErrorCodes.QueueFull, EdgeNode.Shared.Jobs.JobErrorCodes.Storage])
+        {
+            Rejected.WithLabels(reason);
+        }
+
+        foreach (var reason in (string[])[EdgeNode.Shared.Jobs.JobErrorCodes.ModelError, EdgeNode.Shared.Jobs.JobErrorCodes.Internal,
+                     EdgeNode.Shared.Jobs.JobErrorCodes.AttemptsExhausted])
+        {
+            Failed.WithLabels(reason);
+        }
+
+        foreach (var kind in (string[])["commit", "quarantined"])
+        {
+            StoreErrors.WithLabels(kind);
+        }
+
+        foreach (var kind in (string[])["throttled", "unavailable", "failed"])
+        {
+            RelayErrors.WithLabels(kind);
+        }
+
+        foreach (var reason in (string[])["overloaded", "deadline", "queue_full"])
+        {
+            RoutedToRelay.WithLabels(reason);
+        }
     }
 
     /// <summary>Held while a job changes state and its counter changes, and while a scrape reads both.</summary>

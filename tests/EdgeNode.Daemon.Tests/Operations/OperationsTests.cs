@@ -68,6 +68,25 @@ public sealed class OperationsTests
         Assert.Null(daemon.Store.Get("q-2"));
     }
 
+    /// <summary>Labelled counters exist at 0 from the first scrape (newcomer check: failed and rejected appeared only with
+    /// their first increment, so rate() and absent() on them misled).</summary>
+    [Fact]
+    public async Task Metrics_FreshNode_LabelledCountersExistAtZero()
+    {
+        await using var daemon = await DaemonHarness.StartAsync();
+        using var metrics = new MetricsScraper(daemon.AdminUrl);
+
+        var samples = await metrics.ScrapeAsync();
+
+        foreach (var key in (string[])["edgenode_jobs_rejected_total{reason=\"queue_full\"}", "edgenode_jobs_rejected_total{reason=\"invalid_json\"}",
+                     "edgenode_jobs_failed_total{reason=\"model_error\"}", "edgenode_store_errors_total{kind=\"commit\"}",
+                     "edgenode_relay_errors_total{kind=\"unavailable\"}", "edgenode_jobs_routed_relay_total{reason=\"deadline\"}"])
+        {
+            Assert.True(samples.TryGetValue(key, out var value), key + " is missing");
+            Assert.Equal(0, value);
+        }
+    }
+
     /// <summary>operations.md 1: after a run mixing valid, invalid, expired and queue_full jobs, every scrape reconciles.</summary>
     [Fact]
     public async Task Metrics_MixedRun_QueueDepthReconcilesAtEveryScrape()
