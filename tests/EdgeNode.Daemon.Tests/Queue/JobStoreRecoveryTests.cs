@@ -250,4 +250,105 @@ public sealed class JobStoreRecoveryTests : IDisposable
         Assert.Null(normal.QuarantinedTo);
         Assert.Equal(["j2"], new[] { normal.TakeNext()!.Id });
     }
+
+    /// <summary>
+    /// The newcomer's case: a page in the middle of the file that start-up does not read (the jobs collection's
+    /// <c>_id</c> index, used only to look an id up) is overwritten. Resubmitting a stored id meets it
+    /// ("page type must be index page", LiteDB code 999). Before runtime quarantine every later call failed the same
+    /// way and a daemon's stop hung on LiteDB's lock; now that call fails, the file is moved aside and the next calls
+    /// work on an empty store.
+    /// </summary>
+    [Fact]
+    public async Task CommitBatch_CorruptionFoundAtRuntime_QuarantinesAndServesNewJobs()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([.. Enumerable.Range(0, 20).Select(i => Accept($"crash-{i}"))]);
+            while (store.TakeNext() is { } job)
+            {
+                store.Finish(job.Id, JobStatuses.Succeeded, ResultEvent(job.Id));
+            }
+
+            foreach (var entry in store.ReadOutbox(1000))
+            {
+                store.MarkDelivered(entry.Seq);
+            }
+        }
+
+        var path = Path.Combine(_dir.Path, JobStore.DatabaseFileName);
+        var bytes = File.ReadAllBytes(path);
+        var page = JobsIdIndexPage(bytes, "crash-5");
+        new Random(7).NextBytes(bytes.AsSpan(page * PageSize, PageSize));
+        File.WriteAllBytes(path, bytes);
+
+        var reopened = Open();
+        try
+        {
+            Assert.Null(reopened.QuarantinedTo); // start-up reads no page of the jobs index
+            var lastOutboxSeq = reopened.LastOutboxSeq;
+            var reported = new List<StoreQuarantine>();
+            reopened.Quarantined += reported.Add;
+
+            var fault = Assert.ThrowsAny<Exception>(() => reopened.CommitBatch([Accept("crash-5")]));
+
+            Assert.True(JobStore.IsStorageFault(fault), fault.ToString());
+            Assert.Equal(LiteDB.LiteException.INVALID_DATAFILE_STATE, Assert.IsType<LiteDB.LiteException>(fault).ErrorCode);
+            Assert.NotNull(reopened.QuarantinedTo);
+            Assert.StartsWith(Path.Combine(_dir.Path, "quarantine", "jobs-20250301T120000000Z"), reopened.QuarantinedTo, StringComparison.Ordinal);
+            Assert.Equal(bytes.Length, new FileInfo(Path.Combine(reopened.QuarantinedTo, JobStore.DatabaseFileName)).Length);
+            Assert.Equal(reopened.QuarantinedTo, Assert.Single(reported).Directory);
+            Assert.Contains(_log.Entries, e => e.Level == LogLevel.Error && e.Id.Id == 1107 && e.Exception == fault
+                && e.Message.Contains(reopened.QuarantinedTo, StringComparison.Ordinal));
+
+            // The next calls work on the empty store; numbering continues above the moved file's.
+            Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("new-1")])[0].Kind);
+            Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("crash-5")])[0].Kind);
+            var next = reopened.TakeNext()!;
+            Assert.Equal("new-1", next.Id);
+            Assert.True(reopened.Finish(next.Id, JobStatuses.Succeeded, ResultEvent(next.Id)));
+            Assert.All(reopened.ReadOutbox(10), e => Assert.True(e.Seq > lastOutboxSeq));
+            Assert.False(reopened.Finish("crash-7", JobStatuses.Succeeded, ResultEvent("crash-7"))); // lost with the file
+        }
+        finally
+        {
+            await Task.Run(reopened.Dispose).WaitAsync(TimeSpan.FromSeconds(30));
+        }
+
+        using var restarted = Open();
+        Assert.Null(restarted.QuarantinedTo);
+        Assert.Equal("crash-5", restarted.TakeNext()!.Id);
+    }
+
+    /// <summary>Not corruption: a duplicate key (CommitBatch provokes it on purpose), a lock timeout, an I/O error.</summary>
+    [Fact]
+    public void IsCorruption_OnlyUnreadableFileCodes()
+    {
+        Assert.True(JobStore.IsCorruption(new LiteDB.LiteException(LiteDB.LiteException.INVALID_DATAFILE_STATE, "invalid segment position in index footer")));
+        Assert.True(JobStore.IsCorruption(new LiteDB.LiteException(0, "Invalid IndexPage on 12")));
+        Assert.False(JobStore.IsCorruption(new LiteDB.LiteException(LiteDB.LiteException.INDEX_DUPLICATE_KEY, "duplicate")));
+        Assert.False(JobStore.IsCorruption(new LiteDB.LiteException(LiteDB.LiteException.LOCK_TIMEOUT, "lock timeout")));
+        Assert.False(JobStore.IsCorruption(new IOException("No space left on device")));
+    }
+
+    private const int PageSize = 8192;
+
+    /// <summary>
+    /// The first index page (LiteDB page type 3 at byte 4 of the page header) that holds <paramref name="id"/> as a key:
+    /// the jobs collection's <c>_id</c> index (created before the running collection's, whose keys are job ids too).
+    /// </summary>
+    private static int JobsIdIndexPage(byte[] file, string id)
+    {
+        const byte IndexPageType = 3;
+        var key = System.Text.Encoding.UTF8.GetBytes(id);
+        for (var page = 1; page < file.Length / PageSize; page++)
+        {
+            var span = file.AsSpan(page * PageSize, PageSize);
+            if (span[4] == IndexPageType && span.IndexOf(key) >= 0)
+            {
+                return page;
+            }
+        }
+
+        throw new InvalidOperationException($"No index page holds '{id}'.");
+    }
 }
