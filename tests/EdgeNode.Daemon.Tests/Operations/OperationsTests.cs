@@ -96,7 +96,8 @@ public sealed class OperationsTests
             var depth = MetricsScraper.Get(s, "edgenode_queue_depth") + MetricsScraper.Get(s, "edgenode_jobs_in_flight");
             var entered = MetricsScraper.Get(s, "edgenode_jobs_accepted_total") + MetricsScraper.Get(s, "edgenode_jobs_recovered_total");
             var finished = MetricsScraper.Get(s, "edgenode_jobs_succeeded_total") + MetricsScraper.Sum(s, "edgenode_jobs_failed_total")
-                + MetricsScraper.Get(s, "edgenode_jobs_expired_total") + MetricsScraper.Get(s, "edgenode_jobs_cancelled_total");
+                + MetricsScraper.Get(s, "edgenode_jobs_expired_total") + MetricsScraper.Get(s, "edgenode_jobs_cancelled_total")
+                + MetricsScraper.Get(s, "edgenode_jobs_lost_total");
             Assert.Equal(entered - finished, depth);
         }
 
@@ -179,6 +180,56 @@ public sealed class OperationsTests
         Assert.Contains("quarantine", ready, StringComparison.Ordinal);
         using var metrics = new MetricsScraper(daemon.AdminUrl);
         Assert.Equal(1, MetricsScraper.Get(await metrics.ScrapeAsync(), "edgenode_store_quarantined"));
+    }
+
+    /// <summary>
+    /// durability.md 3, found while running (the newcomer's case): the index page of the stored jobs is overwritten,
+    /// start-up does not read it, and resubmitting an old id meets it. That batch gets storage_error; the store is moved
+    /// aside and reported like at start; new jobs run; the node stops promptly (it hung 60 s on LiteDB's lock before).
+    /// </summary>
+    [Fact]
+    public async Task CorruptStoreFoundAtRuntime_MovedAsideReportedNodeServesAndStops()
+    {
+        using var state = new TempDirectory();
+        await using (var first = await DaemonHarness.StartAsync(stateDirectory: state.Path))
+        {
+            await using var c = await first.ConnectClientAsync();
+            await Task.WhenAll(Enumerable.Range(0, 20).Select(i =>
+                c.RunAsync(Utf8($$"""{"id":"crash-{{i}}","prompt":"x","max_new_tokens":2}"""), Timeout)));
+        }
+
+        Queue.CorruptFiles.OverwriteJobsIdIndexPage(Path.Combine(state.Path, "jobs.db"), "crash-5");
+
+        var daemon = await DaemonHarness.StartAsync(stateDirectory: state.Path);
+        try
+        {
+            Assert.Null(daemon.Store.QuarantinedTo); // start-up did not read the page
+            await using var client = await daemon.ConnectClientAsync();
+            var resubmitted = await client.RunAsync(Utf8("""{"id":"crash-5","prompt":"x","max_new_tokens":2}"""), Timeout);
+            Assert.Contains("storage_error", resubmitted[^1].Json, StringComparison.Ordinal);
+
+            var events = await client.RunAsync(Utf8("""{"id":"after","prompt":"y","max_new_tokens":2}"""), Timeout);
+            Assert.Equal("SUCCEEDED", events[^1].Status);
+            var again = await client.RunAsync(Utf8("""{"id":"crash-6","prompt":"z","max_new_tokens":2}"""), Timeout);
+            Assert.Equal("SUCCEEDED", again[^1].Status); // the old id is a new job in the empty store
+
+            Assert.NotNull(daemon.Store.QuarantinedTo);
+            Assert.True(File.Exists(Path.Combine(daemon.Store.QuarantinedTo, "jobs.db")));
+            using var http = new HttpClient { BaseAddress = daemon.AdminUrl };
+            var ready = await http.GetStringAsync(new Uri("/readyz", UriKind.Relative));
+            Assert.Contains("quarantine", ready, StringComparison.Ordinal);
+            using var metrics = new MetricsScraper(daemon.AdminUrl);
+            var samples = await metrics.ScrapeAsync();
+            Assert.Equal(1, MetricsScraper.Get(samples, "edgenode_store_quarantined"));
+            Assert.Equal(1, MetricsScraper.Get(samples, "edgenode_store_errors_total{kind=\"quarantined\"}"));
+            Assert.Equal(0, MetricsScraper.Get(samples, "edgenode_jobs_lost_total"));
+        }
+        finally
+        {
+            var stopping = Stopwatch.StartNew();
+            await daemon.DisposeAsync();
+            Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), $"stopping took {stopping.Elapsed}");
+        }
     }
 
     private static async Task<JsonDocument> ReadRetainedAsync(int port, string topic, Func<JsonDocument, bool> until)

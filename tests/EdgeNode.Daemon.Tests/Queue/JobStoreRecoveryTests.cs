@@ -275,11 +275,7 @@ public sealed class JobStoreRecoveryTests : IDisposable
             }
         }
 
-        var path = Path.Combine(_dir.Path, JobStore.DatabaseFileName);
-        var bytes = File.ReadAllBytes(path);
-        var page = JobsIdIndexPage(bytes, "crash-5");
-        new Random(7).NextBytes(bytes.AsSpan(page * PageSize, PageSize));
-        File.WriteAllBytes(path, bytes);
+        var bytes = CorruptFiles.OverwriteJobsIdIndexPage(Path.Combine(_dir.Path, JobStore.DatabaseFileName), "crash-5");
 
         var reopened = Open();
         try
@@ -328,27 +324,5 @@ public sealed class JobStoreRecoveryTests : IDisposable
         Assert.False(JobStore.IsCorruption(new LiteDB.LiteException(LiteDB.LiteException.INDEX_DUPLICATE_KEY, "duplicate")));
         Assert.False(JobStore.IsCorruption(new LiteDB.LiteException(LiteDB.LiteException.LOCK_TIMEOUT, "lock timeout")));
         Assert.False(JobStore.IsCorruption(new IOException("No space left on device")));
-    }
-
-    private const int PageSize = 8192;
-
-    /// <summary>
-    /// The first index page (LiteDB page type 3 at byte 4 of the page header) that holds <paramref name="id"/> as a key:
-    /// the jobs collection's <c>_id</c> index (created before the running collection's, whose keys are job ids too).
-    /// </summary>
-    private static int JobsIdIndexPage(byte[] file, string id)
-    {
-        const byte IndexPageType = 3;
-        var key = System.Text.Encoding.UTF8.GetBytes(id);
-        for (var page = 1; page < file.Length / PageSize; page++)
-        {
-            var span = file.AsSpan(page * PageSize, PageSize);
-            if (span[4] == IndexPageType && span.IndexOf(key) >= 0)
-            {
-                return page;
-            }
-        }
-
-        throw new InvalidOperationException($"No index page holds '{id}'.");
     }
 }

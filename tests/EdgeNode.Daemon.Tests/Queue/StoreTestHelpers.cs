@@ -70,3 +70,34 @@ internal static class Items
 
     public static string Text(byte[] utf8) => Encoding.UTF8.GetString(utf8);
 }
+
+/// <summary>Corrupts one page in the middle of a closed <c>jobs.db</c>, as the newcomer did (durability case 3).</summary>
+internal static class CorruptFiles
+{
+    public const int PageSize = 8192;
+
+    /// <summary>
+    /// Overwrites with random bytes (fixed seed) the first index page (LiteDB page type 3 at byte 4 of the page header)
+    /// that holds <paramref name="storedId"/> as a key: the jobs collection's <c>_id</c> index, created before the running
+    /// collection's. Start-up reads none of its pages when no job is queued, running or offloaded; looking a stored id up
+    /// fails with LiteDB code 999. Returns the file's new content.
+    /// </summary>
+    public static byte[] OverwriteJobsIdIndexPage(string databasePath, string storedId)
+    {
+        const byte IndexPageType = 3;
+        var bytes = File.ReadAllBytes(databasePath);
+        var key = Encoding.UTF8.GetBytes(storedId);
+        for (var page = 1; page < bytes.Length / PageSize; page++)
+        {
+            var span = bytes.AsSpan(page * PageSize, PageSize);
+            if (span[4] == IndexPageType && span.IndexOf(key) >= 0)
+            {
+                new Random(7).NextBytes(span);
+                File.WriteAllBytes(databasePath, bytes);
+                return bytes;
+            }
+        }
+
+        throw new InvalidOperationException($"No index page of {databasePath} holds '{storedId}'.");
+    }
+}
