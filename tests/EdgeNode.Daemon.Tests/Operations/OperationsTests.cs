@@ -183,8 +183,8 @@ public sealed class OperationsTests
     }
 
     /// <summary>
-    /// durability.md 3, found while running (the newcomer's case): the index page of the stored jobs is overwritten,
-    /// start-up does not read it, and resubmitting an old id meets it. That batch gets storage_error; the store is moved
+    /// durability.md 3, found while running (the newcomer's kind of fault): a data page of the finished jobs is
+    /// overwritten, start-up does not read it, and resubmitting an old id meets it. That batch gets storage_error; the store is moved
     /// aside and reported like at start; new jobs run; the node stops promptly (it hung 60 s on LiteDB's lock before).
     /// </summary>
     [Fact]
@@ -198,7 +198,7 @@ public sealed class OperationsTests
                 c.RunAsync(Utf8($$"""{"id":"crash-{{i}}","prompt":"x","max_new_tokens":2}"""), Timeout)));
         }
 
-        Queue.CorruptFiles.OverwriteJobsIdIndexPage(Path.Combine(state.Path, "jobs.db"), "crash-5");
+        Queue.CorruptFiles.OverwriteJobDataPage(Path.Combine(state.Path, "jobs.db"), "crash-5");
 
         var daemon = await DaemonHarness.StartAsync(stateDirectory: state.Path);
         try

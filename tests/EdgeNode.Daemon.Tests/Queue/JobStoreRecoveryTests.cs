@@ -252,9 +252,9 @@ public sealed class JobStoreRecoveryTests : IDisposable
     }
 
     /// <summary>
-    /// The newcomer's case: a page in the middle of the file that start-up does not read (the jobs collection's
-    /// <c>_id</c> index, used only to look an id up) is overwritten. Resubmitting a stored id meets it
-    /// ("page type must be index page", LiteDB code 999). Before runtime quarantine every later call failed the same
+    /// The newcomer's kind of fault: a page in the middle of the file that start-up does not read (the data page with
+    /// finished jobs' documents, read only to answer a resubmitted id) is overwritten. Resubmitting a stored id meets
+    /// it ("Page type must be data page", LiteDB code 999). Before runtime quarantine every later call failed the same
     /// way and a daemon's stop hung on LiteDB's lock; now that call fails, the file is moved aside and the next calls
     /// work on an empty store.
     /// </summary>
@@ -275,12 +275,12 @@ public sealed class JobStoreRecoveryTests : IDisposable
             }
         }
 
-        var bytes = CorruptFiles.OverwriteJobsIdIndexPage(Path.Combine(_dir.Path, JobStore.DatabaseFileName), "crash-5");
+        var bytes = CorruptFiles.OverwriteJobDataPage(Path.Combine(_dir.Path, JobStore.DatabaseFileName), "crash-5");
 
         var reopened = Open();
         try
         {
-            Assert.Null(reopened.QuarantinedTo); // start-up reads no page of the jobs index
+            Assert.Null(reopened.QuarantinedTo); // start-up reads no document of a finished job
             var lastOutboxSeq = reopened.LastOutboxSeq;
             var reported = new List<StoreQuarantine>();
             reopened.Quarantined += reported.Add;
@@ -313,6 +313,32 @@ public sealed class JobStoreRecoveryTests : IDisposable
         using var restarted = Open();
         Assert.Null(restarted.QuarantinedTo);
         Assert.Equal("crash-5", restarted.TakeNext()!.Id);
+    }
+
+    /// <summary>
+    /// The newcomer's exact fault ("invalid segment position in index footer"): the jobs <c>_id</c> index page holding
+    /// finished jobs is overwritten. Start-up walks that index, so the file is quarantined at open, not at the first
+    /// resubmission.
+    /// </summary>
+    [Fact]
+    public void Open_CorruptJobsIdIndexOfFinishedJobs_QuarantinedAtOpen()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([.. Enumerable.Range(0, 20).Select(i => Accept($"crash-{i}"))]);
+            while (store.TakeNext() is { } job)
+            {
+                store.Finish(job.Id, JobStatuses.Succeeded, ResultEvent(job.Id));
+            }
+        }
+
+        CorruptFiles.OverwriteJobsIdIndexPage(Path.Combine(_dir.Path, JobStore.DatabaseFileName), "crash-5");
+
+        using var reopened = Open();
+
+        Assert.NotNull(reopened.QuarantinedTo);
+        Assert.True(File.Exists(Path.Combine(reopened.QuarantinedTo, JobStore.DatabaseFileName)));
+        Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("crash-5")])[0].Kind);
     }
 
     /// <summary>Not corruption: a duplicate key (CommitBatch provokes it on purpose), a lock timeout, an I/O error.</summary>
