@@ -341,6 +341,51 @@ public sealed class JobStoreRecoveryTests : IDisposable
         Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("crash-5")])[0].Kind);
     }
 
+    /// <summary>
+    /// Holders of old-store state after a runtime quarantine: the executor's taken job cannot be finished (Finish returns
+    /// false, no exception), the queued and offloaded jobs are reported lost, the counters restart from the empty store,
+    /// and outbox sequence numbers stay above every one handed out before (the publisher may still hold old entries).
+    /// </summary>
+    [Fact]
+    public void Quarantined_AtRuntimeWithTakenQueuedAndOffloadedJobs_ReportsThemLostAndFinishReturnsFalse()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([.. Enumerable.Range(0, 20).Select(i => Accept($"crash-{i}"))]);
+            while (store.TakeNext() is { } job)
+            {
+                store.Finish(job.Id, JobStatuses.Succeeded, ResultEvent(job.Id));
+            }
+
+            store.CommitBatch([Accept("q1"), Accept("q2"), Accept("q3"), Accept(Job("off")) with { Offload = true }]);
+        }
+
+        CorruptFiles.OverwriteJobDataPage(Path.Combine(_dir.Path, JobStore.DatabaseFileName), "crash-5");
+        using var reopened = Open();
+        Assert.Null(reopened.QuarantinedTo);
+        var taken = reopened.TakeNext()!;
+        Assert.Equal("q1", taken.Id);
+        var undelivered = reopened.ReadOutbox(1000);
+        var reported = new List<StoreQuarantine>();
+        reopened.Quarantined += reported.Add;
+
+        Assert.ThrowsAny<LiteDB.LiteException>(() => reopened.CommitBatch([Accept("crash-5")]));
+
+        var quarantine = Assert.Single(reported);
+        Assert.Equal((2, 1, 1), (quarantine.LostQueued, quarantine.LostOffloaded, quarantine.LostRunning));
+        Assert.Equal((0, 0, 0L, 0), (reopened.CountQueued(), reopened.CountOffloaded(), reopened.QueuedBytes, reopened.OutboxCount));
+        Assert.False(reopened.Finish(taken.Id, JobStatuses.Succeeded, ResultEvent(taken.Id)));
+        Assert.False(reopened.ReturnToQueue("off"));
+        reopened.MarkDelivered([.. undelivered.Select(e => e.Seq)]); // the publisher's old entries: ignored
+        Assert.Equal(0, reopened.RequeueInterrupted());
+
+        Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("new-1")])[0].Kind);
+        var fresh = reopened.ReadOutbox(10);
+        Assert.Equal(["new-1"], fresh.Select(e => e.JobId));
+        Assert.True(fresh[0].Seq > undelivered.Max(e => e.Seq));
+        Assert.Equal(1, reopened.CountQueued());
+    }
+
     /// <summary>Not corruption: a duplicate key (CommitBatch provokes it on purpose), a lock timeout, an I/O error.</summary>
     [Fact]
     public void IsCorruption_OnlyUnreadableFileCodes()
