@@ -179,8 +179,19 @@ internal sealed class Executor(
             {
                 lock (metrics.Gate)
                 {
-                    store.Finish(job.Id, outcome.Status, outcome.Payload);
-                    metrics.CountFinal(outcome.Status, outcome.Code);
+                    if (store.Finish(job.Id, outcome.Status, outcome.Payload))
+                    {
+                        metrics.CountFinal(outcome.Status, outcome.Code);
+                    }
+                    else
+                    {
+                        // Nothing else finishes a job this executor runs (a cancel goes through CancelRunning), so the
+                        // store no longer has it: it was quarantined at run time while the job ran, and the job is lost
+                        // with the moved file (JobStore.Quarantined). Counted lost so that the depth still reconciles.
+                        metrics.Lost.Inc();
+                        Log.OutcomeLost(logger, job.Id, outcome.Status);
+                    }
+
                     _inFlight--;
                 }
 

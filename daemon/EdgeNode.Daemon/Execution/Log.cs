@@ -26,6 +26,9 @@ internal static partial class Log
     [LoggerMessage(307, LogLevel.Warning, "The job store is unavailable ({Reason}); retrying")]
     public static partial void StoreUnavailable(ILogger logger, string reason);
 
+    [LoggerMessage(315, LogLevel.Error, "Job {JobId} ended {Status} but its outcome was not recorded: the job store was found corrupt while it ran and moved aside, and the job was lost with it")]
+    public static partial void OutcomeLost(ILogger logger, string jobId, string status);
+
     [LoggerMessage(311, LogLevel.Information, "Model reload: loading {Path} while the current model keeps serving")]
     public static partial void ModelReloading(ILogger logger, string path);
 

@@ -7,8 +7,10 @@ namespace EdgeNode.Daemon.Health;
 /// The node's Prometheus metrics (text exposition format 0.0.4, served on <c>/metrics</c>), in a registry of
 /// its own per host. Job counters are changed under <see cref="Gate"/> together with the store transition
 /// they count, and a scrape reads the store under the same gate, so that at every scrape
-/// <c>queue depth + in flight + offloaded = accepted + recovered − (succeeded + failed + expired + cancelled)</c>
-/// (../shared/cases/operations.md 1). Rejected payloads never enter the queue and are counted apart.
+/// <c>queue depth + in flight + offloaded = accepted + recovered − (succeeded + failed + expired + cancelled) − lost</c>
+/// (../shared/cases/operations.md 1; <c>lost</c> is 0 unless the store was quarantined while running).
+/// A runtime quarantine changes the depth outside the gate when a call that does not take it (outbox, maintenance) met
+/// the corruption, so the invariant then holds again from the next scrape. Rejected payloads never enter the queue and are counted apart.
 /// </summary>
 internal sealed class NodeMetrics
 {
@@ -48,7 +50,8 @@ internal sealed class NodeMetrics
         PredictedWait = f.CreateGauge("edgenode_predicted_time_in_system_seconds", "M/M/1 W = 1/(μ−λ), seconds (+Inf when ρ ≥ 1).");
         RelayRoundTrip = f.CreateGauge("edgenode_relay_round_trip_seconds", "Mean seconds from sending a job to the relay to its outcome, over the relay's last 32 answers (0: none known).");
         RelayCircuit = f.CreateGauge("edgenode_relay_circuit_state", "Relay circuit breaker: 0 closed, 1 half-open, 2 open; -1 offload disabled.");
-        StoreQuarantined = f.CreateGauge("edgenode_store_quarantined", "1 when the job database was found corrupt at start and moved aside.");
+        StoreQuarantined = f.CreateGauge("edgenode_store_quarantined", "1 when the job database was found corrupt (at start or while running) and moved aside.");
+        Lost = f.CreateCounter("edgenode_jobs_lost_total", "Jobs queued, offloaded or running in a job database that was found corrupt while running and moved aside (no outcome is published).");
 
         // Every series a dashboard may query exists from the first scrape, at 0: a labelled counter otherwise appears only
         // with its first increment, and rate() or absent() on it misleads until then.
@@ -141,6 +144,9 @@ internal sealed class NodeMetrics
     public Counter StoreErrors { get; }
 
     public Gauge StoreQuarantined { get; }
+
+    /// <summary>edgenode_jobs_lost_total: jobs that left the depth side with a database quarantined at run time.</summary>
+    public Counter Lost { get; }
 
     public Gauge Offloaded { get; }
 

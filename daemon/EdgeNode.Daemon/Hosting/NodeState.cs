@@ -35,7 +35,7 @@ internal sealed class NodeState
     /// <summary>Completes the first time the node becomes ready.</summary>
     public Task WhenReadyAsync(CancellationToken cancellationToken) => _ready.Task.WaitAsync(cancellationToken);
 
-    /// <summary>Where a corrupt job database was moved at start (null when it opened normally).</summary>
+    /// <summary>Where a corrupt job database was last moved, at start or while running (null while it was always readable).</summary>
     public string? StoreQuarantinedTo { get; set; }
 
     /// <summary>A human-readable stage while starting, e.g. "loading model".</summary>

@@ -138,3 +138,14 @@ internal sealed class StoreLockedException : Exception
     /// <summary>The path of the lock file that could not be taken.</summary>
     public string LockPath { get; }
 }
+
+/// <summary>
+/// What <see cref="JobStore.Quarantined"/> reports when the store found its database corrupt while running and moved it
+/// aside (DESIGN.md §4 rule 4, as at start).
+/// </summary>
+/// <param name="Directory">Where <c>jobs.db</c> and its log were moved (<c>{stateDirectory}/quarantine/jobs-{utc}/</c>).</param>
+/// <param name="LostQueued">Jobs that were QUEUED in the moved file: lost with it.</param>
+/// <param name="LostOffloaded">Jobs that were OFFLOADED in the moved file: lost with it (an answer from the relay is ignored).</param>
+/// <param name="LostRunning">Jobs this process had taken and not yet finished: their outcome cannot be recorded
+/// (<see cref="JobStore.Finish"/> returns false for them).</param>
+internal sealed record StoreQuarantine(string Directory, int LostQueued, int LostOffloaded, int LostRunning);

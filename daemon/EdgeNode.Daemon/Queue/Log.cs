@@ -32,4 +32,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 1106, Level = LogLevel.Warning,
         Message = "Directory fsync of {DirectoryPath} failed with errno {Errno}; new files may not survive a power loss")]
     public static partial void DirectorySyncFailed(ILogger logger, string directoryPath, int errno);
+
+    [LoggerMessage(EventId = 1107, Level = LogLevel.Error,
+        Message = "Job store {DatabasePath} is corrupt (found while running); moved its files to {QuarantinePath} and started an empty store. Lost with the moved file: {QueuedJobs} queued, {OffloadedJobs} offloaded and {RunningJobs} running job(s), whose outcomes will not be published, and the finished jobs kept for duplicate detection")]
+    public static partial void StoreQuarantinedAtRuntime(ILogger logger, Exception exception, string databasePath, string quarantinePath, int queuedJobs, int offloadedJobs, int runningJobs);
+
+    [LoggerMessage(EventId = 1108, Level = LogLevel.Error,
+        Message = "Job store {DatabasePath} is corrupt (found while running) but could not be moved aside or replaced; retrying at the next call")]
+    public static partial void RuntimeQuarantineFailed(ILogger logger, Exception exception, string databasePath);
 }

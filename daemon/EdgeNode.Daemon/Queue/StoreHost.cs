@@ -32,16 +32,35 @@ internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, Nod
         metrics.Recovered.Inc(_store.CountQueued() + _store.CountOffloaded()); // OFFLOADED jobs resume on the relay
         if (_store.QuarantinedTo is { } quarantined)
         {
-            state.StoreQuarantinedTo = quarantined;
-            metrics.StoreQuarantined.Set(1);
-            metrics.StoreErrors.WithLabels("quarantined").Inc();
+            ReportQuarantine(quarantined);
         }
+
+        _store.Quarantined += OnQuarantined;
 
         state.StoreOpen = true;
         return Task.CompletedTask;
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// The store found its database corrupt while running and moved it aside (<see cref="JobStore.Quarantined"/>):
+    /// reported like a quarantine at start, and the jobs lost with the file leave the depth side of the metrics
+    /// invariant through <c>edgenode_jobs_lost_total</c> (a running job is counted by the executor when its outcome
+    /// cannot be recorded). Runs under the store lock: only gauges, counters and status fields.
+    /// </summary>
+    private void OnQuarantined(StoreQuarantine quarantine)
+    {
+        ReportQuarantine(quarantine.Directory);
+        metrics.Lost.Inc(quarantine.LostQueued + quarantine.LostOffloaded);
+    }
+
+    private void ReportQuarantine(string directory)
+    {
+        state.StoreQuarantinedTo = directory;
+        metrics.StoreQuarantined.Set(1);
+        metrics.StoreErrors.WithLabels("quarantined").Inc();
+    }
 
     public void Dispose()
     {

@@ -81,12 +81,12 @@ internal sealed class DaemonHarness : IAsyncDisposable
     /// The variable is set only while the host starts (the hooks are read then), so that daemons started as child
     /// processes by other tests never inherit it.
     /// </summary>
-    public static async Task<DaemonHarness> StartWithTestHooksAsync(IDictionary<string, string?> extra)
+    public static async Task<DaemonHarness> StartWithTestHooksAsync(IDictionary<string, string?> extra, string? stateDirectory = null)
     {
         Environment.SetEnvironmentVariable("EDGENODE_TEST_HOOKS", "1");
         try
         {
-            return await StartAsync(extra: extra);
+            return await StartAsync(extra: extra, stateDirectory: stateDirectory);
         }
         finally
         {

@@ -115,7 +115,8 @@ public sealed class OperationsTests
             var depth = MetricsScraper.Get(s, "edgenode_queue_depth") + MetricsScraper.Get(s, "edgenode_jobs_in_flight");
             var entered = MetricsScraper.Get(s, "edgenode_jobs_accepted_total") + MetricsScraper.Get(s, "edgenode_jobs_recovered_total");
             var finished = MetricsScraper.Get(s, "edgenode_jobs_succeeded_total") + MetricsScraper.Sum(s, "edgenode_jobs_failed_total")
-                + MetricsScraper.Get(s, "edgenode_jobs_expired_total") + MetricsScraper.Get(s, "edgenode_jobs_cancelled_total");
+                + MetricsScraper.Get(s, "edgenode_jobs_expired_total") + MetricsScraper.Get(s, "edgenode_jobs_cancelled_total")
+                + MetricsScraper.Get(s, "edgenode_jobs_lost_total");
             Assert.Equal(entered - finished, depth);
         }
 
@@ -198,6 +199,107 @@ public sealed class OperationsTests
         Assert.Contains("quarantine", ready, StringComparison.Ordinal);
         using var metrics = new MetricsScraper(daemon.AdminUrl);
         Assert.Equal(1, MetricsScraper.Get(await metrics.ScrapeAsync(), "edgenode_store_quarantined"));
+    }
+
+    /// <summary>
+    /// durability.md 3, found while running (the newcomer's kind of fault): a data page of the finished jobs is
+    /// overwritten, start-up does not read it, and resubmitting an old id meets it. That batch gets storage_error; the store is moved
+    /// aside and reported like at start; new jobs run; the node stops promptly (it hung 60 s on LiteDB's lock before).
+    /// </summary>
+    [Fact]
+    public async Task CorruptStoreFoundAtRuntime_MovedAsideReportedNodeServesAndStops()
+    {
+        using var state = new TempDirectory();
+        await PrepareStoreWithCorruptFinishedJobsAsync(state.Path);
+
+        var daemon = await DaemonHarness.StartAsync(stateDirectory: state.Path);
+        try
+        {
+            Assert.Null(daemon.Store.QuarantinedTo); // start-up did not read the page
+            await using var client = await daemon.ConnectClientAsync();
+            var resubmitted = await client.RunAsync(Utf8("""{"id":"crash-5","prompt":"x","max_new_tokens":2}"""), Timeout);
+            Assert.Contains("storage_error", resubmitted[^1].Json, StringComparison.Ordinal);
+
+            var events = await client.RunAsync(Utf8("""{"id":"after","prompt":"y","max_new_tokens":2}"""), Timeout);
+            Assert.Equal("SUCCEEDED", events[^1].Status);
+            var again = await client.RunAsync(Utf8("""{"id":"crash-6","prompt":"z","max_new_tokens":2}"""), Timeout);
+            Assert.Equal("SUCCEEDED", again[^1].Status); // the old id is a new job in the empty store
+
+            Assert.NotNull(daemon.Store.QuarantinedTo);
+            Assert.True(File.Exists(Path.Combine(daemon.Store.QuarantinedTo, "jobs.db")));
+            using var http = new HttpClient { BaseAddress = daemon.AdminUrl };
+            var ready = await http.GetStringAsync(new Uri("/readyz", UriKind.Relative));
+            Assert.Contains("quarantine", ready, StringComparison.Ordinal);
+            using var metrics = new MetricsScraper(daemon.AdminUrl);
+            var samples = await metrics.ScrapeAsync();
+            Assert.Equal(1, MetricsScraper.Get(samples, "edgenode_store_quarantined"));
+            Assert.Equal(1, MetricsScraper.Get(samples, "edgenode_store_errors_total{kind=\"quarantined\"}"));
+            Assert.Equal(0, MetricsScraper.Get(samples, "edgenode_jobs_lost_total"));
+        }
+        finally
+        {
+            var stopping = Stopwatch.StartNew();
+            await daemon.DisposeAsync();
+            Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), $"stopping took {stopping.Elapsed}");
+        }
+    }
+
+    /// <summary>
+    /// Holders of old-store state in a running node: a job running and one queued when the store is quarantined are lost
+    /// with it (no outcome), counted in edgenode_jobs_lost_total so that the depth reconciles, and the node goes on.
+    /// </summary>
+    [Fact]
+    public async Task CorruptStoreFoundAtRuntime_WhileJobsRunAndWait_LostJobsReconcileDepth()
+    {
+        using var state = new TempDirectory();
+        await PrepareStoreWithCorruptFinishedJobsAsync(state.Path);
+        await using var daemon = await DaemonHarness.StartWithTestHooksAsync(
+            new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "5" }, stateDirectory: state.Path);
+        await using var client = await daemon.ConnectClientAsync();
+        using var abandon = new CancellationTokenSource();
+        var running = client.RunAsync(Utf8("""{"id":"lost-run","prompt":"a","max_new_tokens":400,"temperature":0}"""), Timeout, cancellationToken: abandon.Token);
+        await WaitUntilAsync(() => daemon.Store.Get("lost-run")?.Status == "IN_PROGRESS");
+        var queued = client.RunAsync(Utf8("""{"id":"lost-queued","prompt":"b","max_new_tokens":2}"""), Timeout, cancellationToken: abandon.Token);
+        await WaitUntilAsync(() => daemon.Store.CountQueued() == 1);
+
+        var resubmitted = await client.RunAsync(Utf8("""{"id":"crash-5","prompt":"x","max_new_tokens":2}"""), Timeout);
+        Assert.Contains("storage_error", resubmitted[^1].Json, StringComparison.Ordinal);
+        using var metrics = new MetricsScraper(daemon.AdminUrl);
+        var scrapes = new List<Dictionary<string, double>> { await metrics.ScrapeAsync() };
+
+        var after = await client.RunAsync(Utf8("""{"id":"after","prompt":"y","max_new_tokens":2}"""), Timeout);
+        Assert.Equal("SUCCEEDED", after[^1].Status); // runs once the lost job's decode ended
+
+        scrapes.Add(await metrics.ScrapeAsync());
+        foreach (var s in scrapes)
+        {
+            var depth = MetricsScraper.Get(s, "edgenode_queue_depth") + MetricsScraper.Get(s, "edgenode_jobs_in_flight");
+            var entered = MetricsScraper.Get(s, "edgenode_jobs_accepted_total") + MetricsScraper.Get(s, "edgenode_jobs_recovered_total");
+            var left = MetricsScraper.Get(s, "edgenode_jobs_succeeded_total") + MetricsScraper.Sum(s, "edgenode_jobs_failed_total")
+                + MetricsScraper.Get(s, "edgenode_jobs_expired_total") + MetricsScraper.Get(s, "edgenode_jobs_cancelled_total")
+                + MetricsScraper.Get(s, "edgenode_jobs_lost_total");
+            Assert.Equal(entered - left, depth);
+        }
+
+        Assert.Equal(2, MetricsScraper.Get(scrapes[^1], "edgenode_jobs_lost_total"));
+        Assert.Equal(1, MetricsScraper.Get(scrapes[^1], "edgenode_store_quarantined"));
+        Assert.Null(daemon.Store.Get("lost-run"));
+        await abandon.CancelAsync(); // their outcomes were lost with the moved file
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => running);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued);
+    }
+
+    /// <summary>A state directory with 20 finished jobs (crash-0..19) whose data page holding crash-5 is overwritten.</summary>
+    private static async Task PrepareStoreWithCorruptFinishedJobsAsync(string stateDirectory)
+    {
+        await using (var first = await DaemonHarness.StartAsync(stateDirectory: stateDirectory))
+        {
+            await using var c = await first.ConnectClientAsync();
+            await Task.WhenAll(Enumerable.Range(0, 20).Select(i =>
+                c.RunAsync(Utf8($$"""{"id":"crash-{{i}}","prompt":"x","max_new_tokens":2}"""), Timeout)));
+        }
+
+        Queue.CorruptFiles.OverwriteJobDataPage(Path.Combine(stateDirectory, "jobs.db"), "crash-5");
     }
 
     private static async Task<JsonDocument> ReadRetainedAsync(int port, string topic, Func<JsonDocument, bool> until)

@@ -250,4 +250,150 @@ public sealed class JobStoreRecoveryTests : IDisposable
         Assert.Null(normal.QuarantinedTo);
         Assert.Equal(["j2"], new[] { normal.TakeNext()!.Id });
     }
+
+    /// <summary>
+    /// The newcomer's kind of fault: a page in the middle of the file that start-up does not read (the data page with
+    /// finished jobs' documents, read only to answer a resubmitted id) is overwritten. Resubmitting a stored id meets
+    /// it ("Page type must be data page", LiteDB code 999). Before runtime quarantine every later call failed the same
+    /// way and a daemon's stop hung on LiteDB's lock; now that call fails, the file is moved aside and the next calls
+    /// work on an empty store.
+    /// </summary>
+    [Fact]
+    public async Task CommitBatch_CorruptionFoundAtRuntime_QuarantinesAndServesNewJobs()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([.. Enumerable.Range(0, 20).Select(i => Accept($"crash-{i}"))]);
+            while (store.TakeNext() is { } job)
+            {
+                store.Finish(job.Id, JobStatuses.Succeeded, ResultEvent(job.Id));
+            }
+
+            foreach (var entry in store.ReadOutbox(1000))
+            {
+                store.MarkDelivered(entry.Seq);
+            }
+        }
+
+        var bytes = CorruptFiles.OverwriteJobDataPage(Path.Combine(_dir.Path, JobStore.DatabaseFileName), "crash-5");
+
+        var reopened = Open();
+        try
+        {
+            Assert.Null(reopened.QuarantinedTo); // start-up reads no document of a finished job
+            var lastOutboxSeq = reopened.LastOutboxSeq;
+            var reported = new List<StoreQuarantine>();
+            reopened.Quarantined += reported.Add;
+
+            var fault = Assert.ThrowsAny<Exception>(() => reopened.CommitBatch([Accept("crash-5")]));
+
+            Assert.True(JobStore.IsStorageFault(fault), fault.ToString());
+            Assert.Equal(LiteDB.LiteException.INVALID_DATAFILE_STATE, Assert.IsType<LiteDB.LiteException>(fault).ErrorCode);
+            Assert.NotNull(reopened.QuarantinedTo);
+            Assert.StartsWith(Path.Combine(_dir.Path, "quarantine", "jobs-20250301T120000000Z"), reopened.QuarantinedTo, StringComparison.Ordinal);
+            Assert.Equal(bytes.Length, new FileInfo(Path.Combine(reopened.QuarantinedTo, JobStore.DatabaseFileName)).Length);
+            Assert.Equal(reopened.QuarantinedTo, Assert.Single(reported).Directory);
+            Assert.Contains(_log.Entries, e => e.Level == LogLevel.Error && e.Id.Id == 1107 && e.Exception == fault
+                && e.Message.Contains(reopened.QuarantinedTo, StringComparison.Ordinal));
+
+            // The next calls work on the empty store; numbering continues above the moved file's.
+            Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("new-1")])[0].Kind);
+            Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("crash-5")])[0].Kind);
+            var next = reopened.TakeNext()!;
+            Assert.Equal("new-1", next.Id);
+            Assert.True(reopened.Finish(next.Id, JobStatuses.Succeeded, ResultEvent(next.Id)));
+            Assert.All(reopened.ReadOutbox(10), e => Assert.True(e.Seq > lastOutboxSeq));
+            Assert.False(reopened.Finish("crash-7", JobStatuses.Succeeded, ResultEvent("crash-7"))); // lost with the file
+        }
+        finally
+        {
+            await Task.Run(reopened.Dispose).WaitAsync(TimeSpan.FromSeconds(30));
+        }
+
+        using var restarted = Open();
+        Assert.Null(restarted.QuarantinedTo);
+        Assert.Equal("crash-5", restarted.TakeNext()!.Id);
+    }
+
+    /// <summary>
+    /// The newcomer's exact fault ("invalid segment position in index footer"): the jobs <c>_id</c> index page holding
+    /// finished jobs is overwritten. Start-up walks that index, so the file is quarantined at open, not at the first
+    /// resubmission.
+    /// </summary>
+    [Fact]
+    public void Open_CorruptJobsIdIndexOfFinishedJobs_QuarantinedAtOpen()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([.. Enumerable.Range(0, 20).Select(i => Accept($"crash-{i}"))]);
+            while (store.TakeNext() is { } job)
+            {
+                store.Finish(job.Id, JobStatuses.Succeeded, ResultEvent(job.Id));
+            }
+        }
+
+        CorruptFiles.OverwriteJobsIdIndexPage(Path.Combine(_dir.Path, JobStore.DatabaseFileName), "crash-5");
+
+        using var reopened = Open();
+
+        Assert.NotNull(reopened.QuarantinedTo);
+        Assert.True(File.Exists(Path.Combine(reopened.QuarantinedTo, JobStore.DatabaseFileName)));
+        Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("crash-5")])[0].Kind);
+    }
+
+    /// <summary>
+    /// Holders of old-store state after a runtime quarantine: the executor's taken job cannot be finished (Finish returns
+    /// false, no exception), the queued and offloaded jobs are reported lost, the counters restart from the empty store,
+    /// and outbox sequence numbers stay above every one handed out before (the publisher may still hold old entries).
+    /// </summary>
+    [Fact]
+    public void Quarantined_AtRuntimeWithTakenQueuedAndOffloadedJobs_ReportsThemLostAndFinishReturnsFalse()
+    {
+        using (var store = Open())
+        {
+            store.CommitBatch([.. Enumerable.Range(0, 20).Select(i => Accept($"crash-{i}"))]);
+            while (store.TakeNext() is { } job)
+            {
+                store.Finish(job.Id, JobStatuses.Succeeded, ResultEvent(job.Id));
+            }
+
+            store.CommitBatch([Accept("q1"), Accept("q2"), Accept("q3"), Accept(Job("off")) with { Offload = true }]);
+        }
+
+        CorruptFiles.OverwriteJobDataPage(Path.Combine(_dir.Path, JobStore.DatabaseFileName), "crash-5");
+        using var reopened = Open();
+        Assert.Null(reopened.QuarantinedTo);
+        var taken = reopened.TakeNext()!;
+        Assert.Equal("q1", taken.Id);
+        var undelivered = reopened.ReadOutbox(1000);
+        var reported = new List<StoreQuarantine>();
+        reopened.Quarantined += reported.Add;
+
+        Assert.ThrowsAny<LiteDB.LiteException>(() => reopened.CommitBatch([Accept("crash-5")]));
+
+        var quarantine = Assert.Single(reported);
+        Assert.Equal((2, 1, 1), (quarantine.LostQueued, quarantine.LostOffloaded, quarantine.LostRunning));
+        Assert.Equal((0, 0, 0L, 0), (reopened.CountQueued(), reopened.CountOffloaded(), reopened.QueuedBytes, reopened.OutboxCount));
+        Assert.False(reopened.Finish(taken.Id, JobStatuses.Succeeded, ResultEvent(taken.Id)));
+        Assert.False(reopened.ReturnToQueue("off"));
+        reopened.MarkDelivered([.. undelivered.Select(e => e.Seq)]); // the publisher's old entries: ignored
+        Assert.Equal(0, reopened.RequeueInterrupted());
+
+        Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("new-1")])[0].Kind);
+        var fresh = reopened.ReadOutbox(10);
+        Assert.Equal(["new-1"], fresh.Select(e => e.JobId));
+        Assert.True(fresh[0].Seq > undelivered.Max(e => e.Seq));
+        Assert.Equal(1, reopened.CountQueued());
+    }
+
+    /// <summary>Not corruption: a duplicate key (CommitBatch provokes it on purpose), a lock timeout, an I/O error.</summary>
+    [Fact]
+    public void IsCorruption_OnlyUnreadableFileCodes()
+    {
+        Assert.True(JobStore.IsCorruption(new LiteDB.LiteException(LiteDB.LiteException.INVALID_DATAFILE_STATE, "invalid segment position in index footer")));
+        Assert.True(JobStore.IsCorruption(new LiteDB.LiteException(0, "Invalid IndexPage on 12")));
+        Assert.False(JobStore.IsCorruption(new LiteDB.LiteException(LiteDB.LiteException.INDEX_DUPLICATE_KEY, "duplicate")));
+        Assert.False(JobStore.IsCorruption(new LiteDB.LiteException(LiteDB.LiteException.LOCK_TIMEOUT, "lock timeout")));
+        Assert.False(JobStore.IsCorruption(new IOException("No space left on device")));
+    }
 }
