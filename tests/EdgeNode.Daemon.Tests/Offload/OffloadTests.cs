@@ -153,14 +153,7 @@ public sealed class OffloadTests
     };
 
     /// <summary>queue depth + in flight + offloaded = accepted + recovered − finals (NodeMetrics).</summary>
-    private static void AssertReconciles(Dictionary<string, double> m)
-    {
-        var depth = MetricsScraper.Get(m, "edgenode_queue_depth") + MetricsScraper.Get(m, "edgenode_jobs_in_flight") + MetricsScraper.Get(m, "edgenode_jobs_offloaded");
-        var open = MetricsScraper.Get(m, "edgenode_jobs_accepted_total") + MetricsScraper.Get(m, "edgenode_jobs_recovered_total")
-            - MetricsScraper.Get(m, "edgenode_jobs_succeeded_total") - MetricsScraper.Sum(m, "edgenode_jobs_failed_total")
-            - MetricsScraper.Get(m, "edgenode_jobs_expired_total") - MetricsScraper.Get(m, "edgenode_jobs_cancelled_total");
-        Assert.Equal(open, depth);
-    }
+    private static void AssertReconciles(Dictionary<string, double> m) => MetricsScraper.AssertDepthReconciles(m);
 
     internal static async Task<List<JobOutcome>> RunBurstAsync(JobClient client, string prefix, int count)
     {

@@ -37,5 +37,19 @@ internal sealed class MetricsScraper(Uri adminUrl) : IDisposable
 
     public static double Get(Dictionary<string, double> samples, string key) => samples.TryGetValue(key, out var v) ? v : 0;
 
+    /// <summary>
+    /// The invariant README "Metrics" states for every scrape (operations.md 1): queue depth + in flight + offloaded =
+    /// accepted + recovered − (succeeded + failed + expired + cancelled) − lost.
+    /// </summary>
+    public static void AssertDepthReconciles(Dictionary<string, double> samples)
+    {
+        var depth = Get(samples, "edgenode_queue_depth") + Get(samples, "edgenode_jobs_in_flight") + Get(samples, "edgenode_jobs_offloaded");
+        var open = Get(samples, "edgenode_jobs_accepted_total") + Get(samples, "edgenode_jobs_recovered_total")
+            - Get(samples, "edgenode_jobs_succeeded_total") - Sum(samples, "edgenode_jobs_failed_total")
+            - Get(samples, "edgenode_jobs_expired_total") - Get(samples, "edgenode_jobs_cancelled_total")
+            - Get(samples, "edgenode_jobs_lost_total");
+        Xunit.Assert.Equal(open, depth);
+    }
+
     public void Dispose() => _http.Dispose();
 }

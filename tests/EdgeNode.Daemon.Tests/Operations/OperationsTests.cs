@@ -112,12 +112,7 @@ public sealed class OperationsTests
 
         foreach (var s in scrapes)
         {
-            var depth = MetricsScraper.Get(s, "edgenode_queue_depth") + MetricsScraper.Get(s, "edgenode_jobs_in_flight");
-            var entered = MetricsScraper.Get(s, "edgenode_jobs_accepted_total") + MetricsScraper.Get(s, "edgenode_jobs_recovered_total");
-            var finished = MetricsScraper.Get(s, "edgenode_jobs_succeeded_total") + MetricsScraper.Sum(s, "edgenode_jobs_failed_total")
-                + MetricsScraper.Get(s, "edgenode_jobs_expired_total") + MetricsScraper.Get(s, "edgenode_jobs_cancelled_total")
-                + MetricsScraper.Get(s, "edgenode_jobs_lost_total");
-            Assert.Equal(entered - finished, depth);
+            MetricsScraper.AssertDepthReconciles(s);
         }
 
         var last = scrapes[^1];
@@ -273,12 +268,7 @@ public sealed class OperationsTests
         scrapes.Add(await metrics.ScrapeAsync());
         foreach (var s in scrapes)
         {
-            var depth = MetricsScraper.Get(s, "edgenode_queue_depth") + MetricsScraper.Get(s, "edgenode_jobs_in_flight");
-            var entered = MetricsScraper.Get(s, "edgenode_jobs_accepted_total") + MetricsScraper.Get(s, "edgenode_jobs_recovered_total");
-            var left = MetricsScraper.Get(s, "edgenode_jobs_succeeded_total") + MetricsScraper.Sum(s, "edgenode_jobs_failed_total")
-                + MetricsScraper.Get(s, "edgenode_jobs_expired_total") + MetricsScraper.Get(s, "edgenode_jobs_cancelled_total")
-                + MetricsScraper.Get(s, "edgenode_jobs_lost_total");
-            Assert.Equal(entered - left, depth);
+            MetricsScraper.AssertDepthReconciles(s);
         }
 
         Assert.Equal(2, MetricsScraper.Get(scrapes[^1], "edgenode_jobs_lost_total"));
