@@ -105,6 +105,11 @@ internal sealed class JobStore : IDisposable
     private readonly StateDirectoryLock _lock;
     private readonly HashSet<string> _inFlight = new(StringComparer.Ordinal);
 
+    // Where to answer every job without an outcome yet (QUEUED, IN_PROGRESS, OFFLOADED), under _gate: if the database is
+    // found corrupt while running, these jobs are lost with it and each still gets a final event (QuarantineAtRuntime).
+    // At most Queue:MaxJobs + offloaded entries of ~100 bytes.
+    private Dictionary<string, (string Topic, byte[]? Correlation)> _pending = new(StringComparer.Ordinal);
+
     private StoreFiles? _files;
 
     // Durability (see the class remarks): _committed is written under _gate after each commit, _durable under _syncGate
@@ -363,6 +368,14 @@ internal sealed class JobStore : IDisposable
             _queuedCount += addedJobs;
             _queuedBytes += addedBytes;
             _offloadedCount += addedOffloaded;
+            for (var i = 0; i < items.Count; i++)
+            {
+                if (decisions[i].Kind == IngestDecisionKind.Accepted)
+                {
+                    _pending[items[i].JobId] = (items[i].ReplyTopic, items[i].CorrelationData);
+                }
+            }
+
             OutboxCommitted(added, unmarked, deleted);
             gen = MarkCommitted();
             CheckpointIfLogOverLocked(MaxLogBytes);
@@ -588,6 +601,7 @@ internal sealed class JobStore : IDisposable
                 OutboxCommitted([added!], unmarked, deleted);
                 gen = MarkCommitted();
                 _inFlight.Remove(jobId);
+                _pending.Remove(jobId);
                 if (leftRunning)
                 {
                     _runningCount--;
@@ -1353,6 +1367,7 @@ internal sealed class JobStore : IDisposable
     private void QuarantineAtRuntime(Exception cause)
     {
         var lost = new StoreQuarantine(string.Empty, _queuedCount, _offloadedCount, _inFlight.Count);
+        var orphans = _pending.ToList();
         var nextJobSeq = Math.Max(_nextJobSeq, _reservedJobSeq);
         var nextOutboxSeq = Math.Max(_nextOutboxSeq, _reservedOutboxSeq);
         if (_files is { } broken)
@@ -1370,12 +1385,36 @@ internal sealed class JobStore : IDisposable
             target = Quarantine();
             OpenDatabase(allowQuarantine: false);
             var db = _files!.Database;
+
+            // Every job accepted but not finished is gone with the moved file: its sender gets a final event anyway (one
+            // outcome per job, DESIGN.md §4), FAILED storage_error, so it can resubmit. The new store keeps no record of
+            // these ids, so a resubmission runs.
+            var answers = new List<OutboxEntry>(orphans.Count);
+            if (orphans.Count > 0)
+            {
+                var outbox = db.GetCollection(OutboxCollection);
+                db.BeginTrans();
+                foreach (var (id, (topic, correlation)) in orphans)
+                {
+                    var message = $"the job store was found corrupt while this job waited or ran and was moved to {target}; the job was lost with it: resubmit it";
+                    answers.Add(AddOutbox(outbox, nextOutboxSeq++, id, topic, correlation, JobEvents.Error(id, JobStatuses.Failed, JobErrorCodes.Storage, message)));
+                }
+
+                db.Commit();
+            }
+
             SaveMeta(db, nextJobSeq, nextOutboxSeq);
+            _files.FlushLog();
             _nextJobSeq = _reservedJobSeq = nextJobSeq;
             _nextOutboxSeq = _reservedOutboxSeq = nextOutboxSeq;
+            OutboxCommitted(answers, [], 0);
             var mark = new CommitMark(_committed.Gen + 1, Math.Max(_durable.OutboxSeq, nextOutboxSeq - 1));
             Volatile.Write(ref _committed, mark);
             Volatile.Write(ref _durable, mark);
+            if (answers.Count > 0)
+            {
+                Log.LostJobsAnswered(_logger, answers.Count, string.Join(", ", answers.Take(20).Select(a => a.JobId)));
+            }
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or LiteException)
         {
@@ -1558,9 +1597,16 @@ internal sealed class JobStore : IDisposable
 
         var queued = 0;
         var bytes = 0L;
+        var pending = new Dictionary<string, (string Topic, byte[]? Correlation)>(StringComparer.Ordinal);
+        void Pending(BsonDocument? job, string missing)
+        {
+            _ = job ?? throw new UnreadableStoreException(missing);
+            pending[job["_id"].AsString] = (job["reply_topic"].AsString, NullableBinary(job["correlation"]));
+        }
+
         foreach (var entry in db.GetCollection(QueueCollection).FindAll())
         {
-            _ = jobs.FindById(entry["job_id"].AsString) ?? throw new UnreadableStoreException("A queued job document is missing.");
+            Pending(jobs.FindById(entry["job_id"].AsString), "A queued job document is missing.");
             queued++;
             bytes += entry["size"].AsInt32;
         }
@@ -1568,14 +1614,14 @@ internal sealed class JobStore : IDisposable
         var running = 0;
         foreach (var entry in db.GetCollection(RunningCollection).FindAll())
         {
-            _ = jobs.FindById(entry["_id"].AsString) ?? throw new UnreadableStoreException("A running job document is missing.");
+            Pending(jobs.FindById(entry["_id"].AsString), "A running job document is missing.");
             running++;
         }
 
         var offloaded = 0;
         foreach (var entry in db.GetCollection(OffloadedCollection).FindAll())
         {
-            _ = jobs.FindById(entry["_id"].AsString) ?? throw new UnreadableStoreException("An offloaded job document is missing.");
+            Pending(jobs.FindById(entry["_id"].AsString), "An offloaded job document is missing.");
             offloaded++;
         }
 
@@ -1587,6 +1633,7 @@ internal sealed class JobStore : IDisposable
             outbox++;
         }
 
+        _pending = pending;
         _queuedCount = queued;
         _queuedBytes = bytes;
         _runningCount = running;

@@ -73,6 +73,11 @@ public static partial class ConfigurationErrors
         var key = Section(match.Groups["type"].Value) + ":" + match.Groups["member"].Value;
         var error = match.Groups["error"].Value.TrimEnd('.');
         var member = match.Groups["member"].Value;
+        if (error.Contains(key, StringComparison.Ordinal))
+        {
+            return error; // the attribute's own message already names the key
+        }
+
         foreach (var subject in (string[])[$"The field {member}", $"The {member} field"])
         {
             if (error.StartsWith(subject, StringComparison.Ordinal))

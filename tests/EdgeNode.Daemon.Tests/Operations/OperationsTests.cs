@@ -251,10 +251,9 @@ public sealed class OperationsTests
         await using var daemon = await DaemonHarness.StartWithTestHooksAsync(
             new Dictionary<string, string?> { ["Testing:DecodeStepDelayMs"] = "5" }, stateDirectory: state.Path);
         await using var client = await daemon.ConnectClientAsync();
-        using var abandon = new CancellationTokenSource();
-        var running = client.RunAsync(Utf8("""{"id":"lost-run","prompt":"a","max_new_tokens":400,"temperature":0}"""), Timeout, cancellationToken: abandon.Token);
+        var running = client.RunAsync(Utf8("""{"id":"lost-run","prompt":"a","max_new_tokens":400,"temperature":0}"""), Timeout);
         await WaitUntilAsync(() => daemon.Store.Get("lost-run")?.Status == "IN_PROGRESS");
-        var queued = client.RunAsync(Utf8("""{"id":"lost-queued","prompt":"b","max_new_tokens":2}"""), Timeout, cancellationToken: abandon.Token);
+        var queued = client.RunAsync(Utf8("""{"id":"lost-queued","prompt":"b","max_new_tokens":2}"""), Timeout);
         await WaitUntilAsync(() => daemon.Store.CountQueued() == 1);
 
         var resubmitted = await client.RunAsync(Utf8("""{"id":"crash-5","prompt":"x","max_new_tokens":2}"""), Timeout);
@@ -274,9 +273,15 @@ public sealed class OperationsTests
         Assert.Equal(2, MetricsScraper.Get(scrapes[^1], "edgenode_jobs_lost_total"));
         Assert.Equal(1, MetricsScraper.Get(scrapes[^1], "edgenode_store_quarantined"));
         Assert.Null(daemon.Store.Get("lost-run"));
-        await abandon.CancelAsync(); // their outcomes were lost with the moved file
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => running);
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued);
+
+        // Lost with the moved file, yet each still gets exactly one final event: FAILED storage_error (resubmit).
+        foreach (var lost in (Task<IReadOnlyList<JobEvent>>[])[running, queued])
+        {
+            var events = await lost;
+            Assert.Equal("FAILED", events[^1].Status);
+            Assert.Contains("storage_error", events[^1].Json, StringComparison.Ordinal);
+            Assert.Single(events, e => e.Type is "result" or "error");
+        }
     }
 
     /// <summary>A state directory with 20 finished jobs (crash-0..19) whose data page holding crash-5 is overwritten.</summary>

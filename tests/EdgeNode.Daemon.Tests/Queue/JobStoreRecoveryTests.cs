@@ -373,17 +373,33 @@ public sealed class JobStoreRecoveryTests : IDisposable
 
         var quarantine = Assert.Single(reported);
         Assert.Equal((2, 1, 1), (quarantine.LostQueued, quarantine.LostOffloaded, quarantine.LostRunning));
-        Assert.Equal((0, 0, 0L, 0), (reopened.CountQueued(), reopened.CountOffloaded(), reopened.QueuedBytes, reopened.OutboxCount));
-        Assert.False(reopened.Finish(taken.Id, JobStatuses.Succeeded, ResultEvent(taken.Id)));
+        Assert.Equal((0, 0, 0L), (reopened.CountQueued(), reopened.CountOffloaded(), reopened.QueuedBytes));
+
+        // Every lost job (running, queued, offloaded) is answered once, FAILED storage_error, on its own reply topic
+        // (second newcomer check: they had no final event at all and their senders waited forever).
+        var answers = reopened.ReadOutbox(10);
+        Assert.Equal(["off", "q1", "q2", "q3"], answers.Select(e => e.JobId).Order(StringComparer.Ordinal));
+        Assert.All(answers, a =>
+        {
+            Assert.Equal("edgenode/results/" + a.JobId, a.Topic);
+            using var doc = System.Text.Json.JsonDocument.Parse(a.Payload);
+            Assert.Equal(JobStatuses.Failed, doc.RootElement.GetProperty("status").GetString());
+            Assert.Equal(JobErrorCodes.Storage, doc.RootElement.GetProperty("error").GetProperty("code").GetString());
+            Assert.True(a.Seq > undelivered.Max(e => e.Seq));
+        });
+        Assert.Equal(4, reopened.OutboxCount);
+        reopened.MarkDelivered([.. answers.Select(e => e.Seq)]);
+        Assert.False(reopened.Finish(taken.Id, JobStatuses.Succeeded, ResultEvent(taken.Id))); // no second outcome
         Assert.False(reopened.ReturnToQueue("off"));
         reopened.MarkDelivered([.. undelivered.Select(e => e.Seq)]); // the publisher's old entries: ignored
         Assert.Equal(0, reopened.RequeueInterrupted());
 
         Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("new-1")])[0].Kind);
+        Assert.Equal(IngestDecisionKind.Accepted, reopened.CommitBatch([Accept("q2")])[0].Kind); // a resubmission runs
         var fresh = reopened.ReadOutbox(10);
-        Assert.Equal(["new-1"], fresh.Select(e => e.JobId));
-        Assert.True(fresh[0].Seq > undelivered.Max(e => e.Seq));
-        Assert.Equal(1, reopened.CountQueued());
+        Assert.Equal(["new-1", "q2"], fresh.Select(e => e.JobId));
+        Assert.True(fresh[0].Seq > answers.Max(e => e.Seq));
+        Assert.Equal(2, reopened.CountQueued());
     }
 
     /// <summary>Not corruption: a duplicate key (CommitBatch provokes it on purpose), a lock timeout, an I/O error.</summary>

@@ -59,6 +59,11 @@ public sealed class ConfigurationErrorsTests
     }
 
     [Fact]
+    public void DescribeValidationFailure_AttributeMessageNamingTheKey_NotRepeated() =>
+        Assert.Equal("Mqtt:ProtocolVersion must be 5 or 3", ConfigurationErrors.DescribeValidationFailure(
+            "DataAnnotation validation failed for 'MqttOptions' members: 'ProtocolVersion' with the error: 'Mqtt:ProtocolVersion must be 5 or 3.'."));
+
+    [Fact]
     public void DescribeValidationFailure_OwnMessage_Unchanged() =>
         Assert.Equal("Mqtt:Port must be between 1 and 65535.", ConfigurationErrors.DescribeValidationFailure("Mqtt:Port must be between 1 and 65535."));
 
