@@ -96,6 +96,21 @@ internal sealed class RelayOptions
         {
             yield return "Relay:Upstream:Url must be an absolute URL (e.g. http://127.0.0.1:8000) when Relay:Backend is Upstream.";
         }
+
+        foreach (var url in Url.Split(';', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            // Kestrel's listen URLs: http or https, a host (or * / + for every address) and a port of 0-65535.
+            var parsable = url.Replace("://*", "://localhost", StringComparison.Ordinal).Replace("://+", "://localhost", StringComparison.Ordinal);
+            if (!Uri.TryCreate(parsable, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+            {
+                yield return $"Relay:Url: '{url}' is not a listen URL such as http://127.0.0.1:9700 (http or https, a port of 0-65535; ';' separates several).";
+            }
+        }
+
+        if (Backend != "Upstream" && !string.IsNullOrWhiteSpace(Embedded.ModelPath) && !File.Exists(Embedded.ModelPath))
+        {
+            yield return $"Relay:Embedded:ModelPath names a file that does not exist: '{Embedded.ModelPath}'.";
+        }
     }
 }
 

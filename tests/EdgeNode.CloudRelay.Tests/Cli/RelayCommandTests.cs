@@ -26,14 +26,27 @@ public sealed class RelayCommandTests
         Assert.Equal(SasValidation.Valid, SharedAccessSignature.Validate(token, RelayHost.DeviceKey, "edgenode-relay/devices/gw-1", DateTimeOffset.UtcNow));
     }
 
-    [Fact]
-    public async Task Run_BadConfiguration_ExitsTwoNamingTheKey()
+    [Theory]
+    [InlineData("--Relay:Devices:gw-x:Key=not-base64!", "Relay:Devices:gw-x:Key")]
+    [InlineData("--Relay:Url=bad", "Relay:Url: 'bad'")] // newcomer check: these three exited 1 with a stack trace
+    [InlineData("--Relay:Url=http://127.0.0.1:99999", "Relay:Url: 'http://127.0.0.1:99999'")]
+    [InlineData("--Relay:Embedded:ModelPath=/nonexistent/model.onnx", "Relay:Embedded:ModelPath names a file that does not exist: '/nonexistent/model.onnx'")]
+    public async Task Run_BadConfiguration_ExitsTwoNamingTheKey(string arg, string expected)
     {
-        await using var process = ProcessRunner.Start("dotnet", [DllPath, "--Relay:Url=http://127.0.0.1:0", "--Relay:Devices:gw-x:Key=not-base64!"]);
+        string[] args = arg.StartsWith("--Relay:Url=", StringComparison.Ordinal) ? [DllPath, arg] : [DllPath, "--Relay:Url=http://127.0.0.1:0", arg];
+        await using var process = ProcessRunner.Start("dotnet", args);
 
         Assert.Equal(2, await process.Exited.WaitAsync(TimeSpan.FromSeconds(60)));
-        Assert.Contains(process.Lines, l => l.Contains("Relay:Devices:gw-x:Key", StringComparison.Ordinal));
+        Assert.Contains(process.Lines, l => l.StartsWith("edgenode-relay: invalid configuration", StringComparison.Ordinal) && l.Contains(expected, StringComparison.Ordinal));
+        Assert.DoesNotContain(process.Lines, l => l.Contains("   at ", StringComparison.Ordinal));
     }
+
+    [Theory]
+    [InlineData("http://127.0.0.1:0")]
+    [InlineData("http://*:9700;https://+:9701")]
+    [InlineData("http://[::1]:9700")]
+    public void Check_KestrelListenUrls_Accepted(string url) =>
+        Assert.Empty(new EdgeNode.CloudRelay.Options.RelayOptions { Url = url }.Check());
 
     [Fact]
     public async Task Start_UpstreamWithoutUrl_FailsValidationNamingTheKey()
