@@ -45,4 +45,8 @@ internal sealed class NodeSignals
 
     /// <summary>Set when outbox entries were added or the broker link came back (wakes the publisher).</summary>
     public Signal OutboxChanged { get; } = new();
+
+    /// <summary>Set when the retained node status should go out now, not at the next interval (the link came up, the
+    /// job store was quarantined while running).</summary>
+    public Signal StatusChanged { get; } = new();
 }

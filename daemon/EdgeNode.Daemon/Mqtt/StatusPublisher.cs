@@ -24,10 +24,11 @@ internal sealed class StatusPublisher : BackgroundService
     private readonly NodeOptions _node;
     private readonly TimeProvider _time;
     private readonly ILogger<StatusPublisher> _logger;
-    private readonly Signal _linkUp = new();
+    private readonly Signal _wake;
 
-    public StatusPublisher(BrokerConnection broker, NodeState state, NodeMetrics metrics, IOptions<NodeOptions> node, TimeProvider time, ILogger<StatusPublisher> logger, Offload.OffloadRouter router)
+    public StatusPublisher(BrokerConnection broker, NodeState state, NodeMetrics metrics, IOptions<NodeOptions> node, TimeProvider time, ILogger<StatusPublisher> logger, Offload.OffloadRouter router, NodeSignals signals)
     {
+        _wake = signals.StatusChanged;
         _router = router;
         _broker = broker;
         _state = state;
@@ -39,7 +40,7 @@ internal sealed class StatusPublisher : BackgroundService
         {
             if (up)
             {
-                _linkUp.Set();
+                _wake.Set();
             }
         };
     }
@@ -85,7 +86,7 @@ internal sealed class StatusPublisher : BackgroundService
         {
             while (!stoppingToken.IsCancellationRequested)
             {
-                await _linkUp.WaitAsync(TimeSpan.FromSeconds(_node.StatusIntervalSeconds), _time, stoppingToken);
+                await _wake.WaitAsync(TimeSpan.FromSeconds(_node.StatusIntervalSeconds), _time, stoppingToken);
                 if (_broker.IsConnected)
                 {
                     await PublishAsync(JsonSerializer.SerializeToUtf8Bytes(Snapshot()), stoppingToken);

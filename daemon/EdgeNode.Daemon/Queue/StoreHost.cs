@@ -12,7 +12,7 @@ namespace EdgeNode.Daemon.Queue;
 /// re-queues jobs a previous process left IN_PROGRESS (DESIGN.md §4.3). Registered first, so it is
 /// stopped (and the store closed) after every loop that uses it.
 /// </summary>
-internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, NodeMetrics metrics, TimeProvider time, ILogger<JobStore> logger) : IHostedService, IDisposable
+internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, NodeMetrics metrics, TimeProvider time, ILogger<JobStore> logger, NodeSignals signals) : IHostedService, IDisposable
 {
     private JobStore? _store;
 
@@ -53,6 +53,8 @@ internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, Nod
     {
         ReportQuarantine(quarantine.Directory);
         metrics.Lost.Inc(quarantine.LostQueued + quarantine.LostOffloaded);
+        signals.OutboxChanged.Set(); // the lost jobs' final events
+        signals.StatusChanged.Set(); // the retained status names the quarantine now, not at the next interval
     }
 
     private void ReportQuarantine(string directory)

@@ -207,7 +207,8 @@ public sealed class OperationsTests
         using var state = new TempDirectory();
         await PrepareStoreWithCorruptFinishedJobsAsync(state.Path);
 
-        var daemon = await DaemonHarness.StartAsync(stateDirectory: state.Path);
+        // An hour between periodic status messages: only the quarantine itself can make the status name it in time.
+        var daemon = await DaemonHarness.StartAsync(stateDirectory: state.Path, extra: new Dictionary<string, string?> { ["Node:StatusIntervalSeconds"] = "3600" });
         try
         {
             Assert.Null(daemon.Store.QuarantinedTo); // start-up did not read the page
@@ -230,6 +231,9 @@ public sealed class OperationsTests
             Assert.Equal(1, MetricsScraper.Get(samples, "edgenode_store_quarantined"));
             Assert.Equal(1, MetricsScraper.Get(samples, "edgenode_store_errors_total{kind=\"quarantined\"}"));
             Assert.Equal(0, MetricsScraper.Get(samples, "edgenode_jobs_lost_total"));
+            using var status = await ReadRetainedAsync(daemon.BrokerPort, "edgenode/nodes/test-node/status",
+                d => d.RootElement.TryGetProperty("store_quarantined_to", out var q) && q.ValueKind == JsonValueKind.String);
+            Assert.Equal(daemon.Store.QuarantinedTo, status.RootElement.GetProperty("store_quarantined_to").GetString());
         }
         finally
         {
