@@ -187,7 +187,8 @@ internal sealed class Executor(
                     {
                         // Nothing else finishes a job this executor runs (a cancel goes through CancelRunning), so the
                         // store no longer has it: it was quarantined at run time while the job ran, and the job is lost
-                        // with the moved file (JobStore.Quarantined). Counted lost so that the depth still reconciles.
+                        // with the moved file (JobStore.Quarantined), which already answered it FAILED storage_error.
+                        // Counted lost so that the depth still reconciles.
                         metrics.Lost.Inc();
                         Log.OutcomeLost(logger, job.Id, outcome.Status);
                     }

@@ -1,4 +1,5 @@
 using EdgeNode.Daemon.Hosting;
+using EdgeNode.Shared.Jobs;
 using Prometheus;
 
 namespace EdgeNode.Daemon.Health;
@@ -51,36 +52,24 @@ internal sealed class NodeMetrics
         RelayRoundTrip = f.CreateGauge("edgenode_relay_round_trip_seconds", "Mean seconds from sending a job to the relay to its outcome, over the relay's last 32 answers (0: none known).");
         RelayCircuit = f.CreateGauge("edgenode_relay_circuit_state", "Relay circuit breaker: 0 closed, 1 half-open, 2 open; -1 offload disabled.");
         StoreQuarantined = f.CreateGauge("edgenode_store_quarantined", "1 when the job database was found corrupt (at start or while running) and moved aside.");
-        Lost = f.CreateCounter("edgenode_jobs_lost_total", "Jobs queued, offloaded or running in a job database that was found corrupt while running and moved aside (no outcome is published).");
+        Lost = f.CreateCounter("edgenode_jobs_lost_total",
+            "Jobs queued, offloaded or running in a job database that was found corrupt while running and moved aside (each answered FAILED storage_error; not in the failed total).");
 
         // Every series a dashboard may query exists from the first scrape, at 0: a labelled counter otherwise appears only
         // with its first increment, and rate() or absent() on it misleads until then.
-        foreach (var reason in (string[])[EdgeNode.Shared.Jobs.JobErrorCodes.InvalidJson, EdgeNode.Shared.Jobs.JobErrorCodes.InvalidRequest,
-                     EdgeNode.Shared.Jobs.JobErrorCodes.PayloadTooLarge, EdgeNode.Shared.Jobs.JobErrorCodes.PromptTooLong,
-                     EdgeNode.Shared.Jobs.JobErrorCodes.QueueFull, EdgeNode.Shared.Jobs.JobErrorCodes.Storage])
-        {
-            Rejected.WithLabels(reason);
-        }
+        Zero(Rejected, JobErrorCodes.InvalidJson, JobErrorCodes.InvalidRequest, JobErrorCodes.PayloadTooLarge, JobErrorCodes.PromptTooLong,
+            JobErrorCodes.QueueFull, JobErrorCodes.Storage);
+        Zero(Failed, JobErrorCodes.ModelError, JobErrorCodes.Internal, JobErrorCodes.AttemptsExhausted);
+        Zero(StoreErrors, "commit", "quarantined");
+        Zero(RelayErrors, "throttled", "unavailable", "failed");
+        Zero(RoutedToRelay, "overloaded", "deadline", "queue_full");
 
-        foreach (var reason in (string[])[EdgeNode.Shared.Jobs.JobErrorCodes.ModelError, EdgeNode.Shared.Jobs.JobErrorCodes.Internal,
-                     EdgeNode.Shared.Jobs.JobErrorCodes.AttemptsExhausted])
+        static void Zero(Counter counter, params string[] labels)
         {
-            Failed.WithLabels(reason);
-        }
-
-        foreach (var kind in (string[])["commit", "quarantined"])
-        {
-            StoreErrors.WithLabels(kind);
-        }
-
-        foreach (var kind in (string[])["throttled", "unavailable", "failed"])
-        {
-            RelayErrors.WithLabels(kind);
-        }
-
-        foreach (var reason in (string[])["overloaded", "deadline", "queue_full"])
-        {
-            RoutedToRelay.WithLabels(reason);
+            foreach (var label in labels)
+            {
+                counter.WithLabels(label);
+            }
         }
     }
 

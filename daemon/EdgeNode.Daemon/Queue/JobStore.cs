@@ -668,8 +668,11 @@ internal sealed class JobStore : IDisposable
             catch (Exception ex) when (IsStorageFault(ex))
             {
                 // Disk full: the deletions stay pending and the entries they name are skipped below; what was not
-                // delivered yet still goes out.
-                Log.StoreIoError(_logger, ex);
+                // delivered yet still goes out. InTransaction has logged an I/O error or a quarantine already.
+                if (ex is not IOException && !IsCorruption(ex))
+                {
+                    Log.StoreIoError(_logger, ex);
+                }
             }
 
             var delivered = new HashSet<long>(UnmarkedSnapshot());
@@ -1256,9 +1259,9 @@ internal sealed class JobStore : IDisposable
             }
             else
             {
-                // The store was reopened inside the transaction (after an I/O error, e.g. a full disk), which cleared
-                // the list; what is in it now is newer than the snapshot. Removing a prefix by count threw here and
-                // stopped the node (docs: durability case 4).
+                // The store was reopened inside the transaction (after an I/O error, e.g. a full disk, or a runtime
+                // quarantine), which dropped from the list the seqs the file no longer holds, so the snapshot is no
+                // longer its prefix. Removing a prefix by count threw here and stopped the node (docs: durability case 4).
                 var written = new HashSet<long>(deletedSnapshot);
                 _unmarked.RemoveAll(written.Contains);
             }

@@ -141,7 +141,8 @@ internal sealed class StoreLockedException : Exception
 
 /// <summary>
 /// What <see cref="JobStore.Quarantined"/> reports when the store found its database corrupt while running and moved it
-/// aside (DESIGN.md §4 rule 4, as at start).
+/// aside (DESIGN.md §4 rule 4, as at start). Every lost job has been answered FAILED <c>storage_error</c> on its reply
+/// topic (one outcome per job), so its sender can resubmit it.
 /// </summary>
 /// <param name="Directory">Where <c>jobs.db</c> and its log were moved (<c>{stateDirectory}/quarantine/jobs-{utc}/</c>).</param>
 /// <param name="LostQueued">Jobs that were QUEUED in the moved file: lost with it.</param>

@@ -37,11 +37,11 @@ internal static partial class Log
         Message = "Job store {DatabasePath} is corrupt (found while running); moved its files to {QuarantinePath} and started an empty store. Lost with the moved file: {QueuedJobs} queued, {OffloadedJobs} offloaded and {RunningJobs} running job(s), each answered with a FAILED storage_error outcome so its sender can resubmit it, and the finished jobs kept for duplicate detection")]
     public static partial void StoreQuarantinedAtRuntime(ILogger logger, Exception exception, string databasePath, string quarantinePath, int queuedJobs, int offloadedJobs, int runningJobs);
 
-    [LoggerMessage(EventId = 1109, Level = LogLevel.Warning,
-        Message = "Answered {Count} job(s) lost with the corrupt job store with storage_error (first ids: {Ids})")]
-    public static partial void LostJobsAnswered(ILogger logger, int count, string ids);
-
     [LoggerMessage(EventId = 1108, Level = LogLevel.Error,
         Message = "Job store {DatabasePath} is corrupt (found while running) but could not be moved aside or replaced; retrying at the next call")]
     public static partial void RuntimeQuarantineFailed(ILogger logger, Exception exception, string databasePath);
+
+    [LoggerMessage(EventId = 1109, Level = LogLevel.Warning,
+        Message = "Answered {Count} job(s) lost with the corrupt job store with storage_error (first ids: {Ids})")]
+    public static partial void LostJobsAnswered(ILogger logger, int count, string ids);
 }
