@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
-using EdgeNode.Shared.Inference.Synthesis;
+using EdgeNode.TestSupport;
 
 namespace EdgeNode.Benchmarks.Offload;
 
@@ -62,7 +62,9 @@ internal static class OffloadBenchmark
         var work = Directory.CreateTempSubdirectory("edgenode-offload-bench-").FullName;
         var logs = settings.Logs ?? work;
         Directory.CreateDirectory(logs);
-        var model = TinyModel();
+        // The tiny INT8 model with its LM head in FP32 (the demonstration default before 2026-11-29): kept so that the
+        // offload figures in docs/BENCHMARKS.md stay comparable.
+        var model = Models.TinyInt8;
         if (settings.Pin && OperatingSystem.IsLinux())
         {
             using var self = Process.GetCurrentProcess();
@@ -382,19 +384,6 @@ internal static class OffloadBenchmark
         }
 
         return new Samples(values);
-    }
-
-    // The tiny INT8 model with its LM head in FP32 (the demonstration default before 2026-11-29): kept so that the
-    // offload figures in docs/BENCHMARKS.md stay comparable.
-    private static string TinyModel()
-    {
-        var path = Path.Combine(Path.GetTempPath(), "edgenode-bench", "tiny-int8.onnx");
-        if (!File.Exists(path))
-        {
-            ModelSynthesizer.WriteFile(new SynthesisOptions(ModelPreset.Tiny, ModelPrecision.Int8, false, 42), path);
-        }
-
-        return path;
     }
 
     private static string RepoRoot()
