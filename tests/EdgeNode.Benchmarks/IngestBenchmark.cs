@@ -14,28 +14,30 @@ namespace EdgeNode.Benchmarks;
 /// <c>ingest</c>: end-to-end ingest benchmark (docs/BENCHMARKS.md "Ingest", issue 4). The real <c>edgenode run</c> as a
 /// subprocess with <c>Execution:Paused=true</c> (jobs are committed and acknowledged, none runs) behind a real Mosquitto
 /// (no <c>-v</c>, <c>max_inflight_messages 1000</c> = the largest possible group commit, <c>max_queued_messages</c>
-/// unbounded in practice), loaded by MQTT 5 publishers at QoS 1. Each job carries a Response Topic and its id as
-/// Correlation Data; the publisher times it until its <c>accepted</c> event arrives. Mosquitto PUBACKs a publisher on
-/// receipt, not after the node's commit, so that PUBACK says nothing about the node; the <c>accepted</c> event is written
-/// in the same transaction as the job and is the first thing a device can observe after the commit and fsync, so the
-/// latency is an upper bound of commit latency (it includes the outbox publish and the broker's forwarding).
+/// unbounded in practice), loaded at QoS 1. Mosquitto PUBACKs a publisher on receipt, not after the node's commit, so
+/// that PUBACK says nothing about the node: the measure is the node's own <c>edgenode_ingest_accept_seconds</c>
+/// histogram (arrival of the job message -> commit + fsync -> PUBACK), read before and after each run.
 /// </summary>
 /// <remarks>
 /// Runs, in this order, after a warm-up of 2,000 jobs:
 /// <list type="bullet">
-/// <item><b>open loop</b> (<c>--rate R --seconds S</c>): the publishers together publish R jobs/s, evenly spaced, for S
-/// seconds, whatever the node does; latency is measured from each job's scheduled send time (no coordinated omission).
-/// Reports the offered and achieved rates and p50 / p99 / p99.9 / max accept latency in ms.</item>
-/// <item><b>saturation</b> (<c>--jobs N --window W</c>): each publisher keeps W jobs in flight (released by the accepted
-/// event); reports the most jobs/s the node commits (from <c>edgenode_jobs_accepted_total</c> on <c>/metrics</c>) and
-/// the latency at that load (Little's law: in flight / throughput).</item>
+/// <item><b>open loop</b> (<c>--rate R --seconds S</c>, after <c>--warmup-seconds</c> at the same rate, uncounted): R
+/// jobs/s, evenly spaced, whatever the node does. By default the load is <c>--feeders</c> <c>mosquitto_pub -l</c>
+/// processes fed their lines on time (see <see cref="LineFeeder"/>: the cheapest load on a machine the node shares);
+/// with <c>--device-latency true</c> it is the MQTTnet devices below, which also time each job to its <c>accepted</c>
+/// event (p50 / p99 / p99.9 / max, from the scheduled send time: no coordinated omission).</item>
+/// <item><b>saturation</b> (<c>--jobs N --window W</c>): MQTTnet devices, each keeping W jobs in flight (released by
+/// the accepted event); reports the most jobs/s the node commits (from <c>edgenode_jobs_accepted_total</c> on
+/// <c>/metrics</c>).</item>
 /// </list>
-/// Also: CPU time of the daemon and of Mosquitto per 1,000 jobs (from /proc, so it holds on a shared machine where the
-/// wall-clock rates do not), start to ready (process start to <c>/readyz</c> 200), RSS (<c>VmRSS</c>) idle 3 s after ready and after the
-/// runs, and how many accepted events arrived out of publish order per publisher (must be 0).
-/// Usage: <c>ingest [--rate 5000] [--seconds 10] [--jobs 20000] [--publishers 4] [--window 256] [--state-root /tmp]
-/// [--only open|saturation|idle] [--broker-nodelay true|false]</c> (idle: start to ready and idle RSS only; Mosquitto runs with
-/// Mosquitto's default, Nagle on; <c>--broker-nodelay true</c> sets <c>set_tcp_nodelay true</c>).
+/// Also: CPU time of the daemon, Mosquitto and the publishers per 1,000 jobs (from /proc, so it holds on a shared
+/// machine where the wall-clock rates do not), start to ready (process start to <c>/readyz</c> 200), RSS
+/// (<c>VmRSS</c>) idle 3 s after ready and after the runs, and how many accepted events arrived out of publish order
+/// per device (must be 0).
+/// Usage: <c>ingest [--rate 5000] [--seconds 10] [--warmup-seconds 5] [--feeders 1] [--device-latency false]
+/// [--jobs 20000] [--publishers 4] [--window 256] [--state-root /tmp] [--only open|saturation|idle]
+/// [--broker-nodelay true|false]</c> (idle: start to ready and idle RSS only; Mosquitto runs with its default, Nagle
+/// on; <c>--broker-nodelay true</c> sets <c>set_tcp_nodelay true</c>).
 /// </remarks>
 internal static class IngestBenchmark
 {
@@ -52,6 +54,8 @@ internal static class IngestBenchmark
         var stateRoot = Program.OptionText(args, "--state-root", Path.GetTempPath());
         var only = Program.OptionText(args, "--only", string.Empty);
         var nodelay = Program.OptionText(args, "--broker-nodelay", "false") == "true";
+        var deviceLatency = Program.OptionText(args, "--device-latency", "false") == "true";
+        var feederCount = Program.Option(args, "--feeders", 1);
         var inv = CultureInfo.InvariantCulture;
 
         var model = Models.Demonstration; // what `edgenode run` loads when no model is configured
@@ -110,6 +114,12 @@ internal static class IngestBenchmark
             clients.Add(await Publisher.ConnectAsync(brokerPort, p));
         }
 
+        var feeders = new List<LineFeeder>();
+        for (var p = 0; p < feederCount && !deviceLatency; p++)
+        {
+            feeders.Add(LineFeeder.Start(brokerPort, p)); // one costs least: ~28 µs per job at 5,000/s, four ~48 µs each
+        }
+
         var metricsUri = new Uri($"http://127.0.0.1:{adminPort}/metrics");
         await SaturateAsync(clients, "warm", WarmUpJobs, window, http, metricsUri);
 
@@ -121,25 +131,32 @@ internal static class IngestBenchmark
             // Steady state first: the short burst above leaves ~30 MB of LiteDB log to checkpoint in the background, and
             // the first seconds at a new rate still run tier-0 JIT code and grow the thread pool (the first 4 s at
             // 3,000 jobs/s had a p99 of 125 ms, the next 16 s 10-16 ms). Those seconds are run and not counted.
-            await OpenLoopAsync(clients, rate, warmUpSeconds, "warm-open");
-            var cpu = Cpu.Read(node.Id, broker.Id);
+            List<ILoad> loaders = deviceLatency ? [.. clients] : [.. feeders];
+            await OpenLoopAsync(loaders, rate, warmUpSeconds, "warm-open", http, metricsUri);
+            var cpu = Cpu.Read(node.Id, broker.Id, feeders.Select(f => f.Id));
             var histogramBefore = await AcceptHistogram.ScrapeAsync(http, metricsUri);
-            var open = await OpenLoopAsync(clients, rate, seconds, "open");
+            var open = await OpenLoopAsync(loaders, rate, seconds, "open", http, metricsUri);
             var nodeAccept = (await AcceptHistogram.ScrapeAsync(http, metricsUri)).Minus(histogramBefore);
-            Console.WriteLine($"| open loop: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id).PerThousand(cpu, open.Latencies.Length)} ms |");
-            Console.WriteLine($"| open loop: offered / accepted | {rate} / {open.AcceptedPerSecond:F0} jobs/s for {seconds} s ({open.Latencies.Length} jobs, {publishers} publishers evenly spaced) |");
+            Console.WriteLine(deviceLatency
+                ? $"| open loop: publishers | {publishers} MQTTnet devices, evenly spaced, each timing its accepted events |"
+                : $"| open loop: publishers | {feederCount} mosquitto_pub -l, not subscribed to the events (the node's own histogram is the measure) |");
+            Console.WriteLine($"| open loop: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id, feeders.Select(f => f.Id)).PerThousand(cpu, rate * seconds)} ms |");
+            Console.WriteLine($"| open loop: offered / accepted | {rate} / {rate * seconds / open.CommittedSeconds:F0} jobs/s for {seconds} s ({rate * seconds} jobs) |");
             Console.WriteLine($"| open loop: node accept latency (arrival -> commit + fsync -> PUBACK) p50 / p99, within 20 ms | {nodeAccept.Describe()} |");
-            Console.WriteLine($"| open loop: device latency to the accepted event p50 / p99 / p99.9 / max | {Latency(open.Latencies)} ms |");
-            Console.WriteLine($"| open loop: accepted events out of publish order | {open.OutOfOrder} |");
+            if (deviceLatency)
+            {
+                Console.WriteLine($"| open loop: device latency to the accepted event p50 / p99 / p99.9 / max | {Latency(open.Latencies)} ms |");
+                Console.WriteLine($"| open loop: accepted events out of publish order | {open.OutOfOrder} |");
+            }
         }
 
         if (only != "open")
         {
-            var cpu = Cpu.Read(node.Id, broker.Id);
+            var cpu = Cpu.Read(node.Id, broker.Id, feeders.Select(f => f.Id));
             var histogramBefore = await AcceptHistogram.ScrapeAsync(http, metricsUri);
             var saturation = await SaturateAsync(clients, "run", jobs, window, http, metricsUri);
             var nodeAccept = (await AcceptHistogram.ScrapeAsync(http, metricsUri)).Minus(histogramBefore);
-            Console.WriteLine($"| saturation: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id).PerThousand(cpu, jobs)} ms |");
+            Console.WriteLine($"| saturation: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id, feeders.Select(f => f.Id)).PerThousand(cpu, jobs)} ms |");
             Console.WriteLine($"| saturation: committed (metrics) / accepted events back | {jobs / saturation.CommittedSeconds:F0} / {jobs / saturation.AcceptedSeconds:F0} jobs/s ({jobs} jobs, {publishers} publishers x {window} in flight) |");
             Console.WriteLine($"| saturation: node accept latency (arrival -> commit + fsync -> PUBACK) p50 / p99, within 20 ms | {nodeAccept.Describe()} |");
             Console.WriteLine($"| saturation: device latency to the accepted event p50 / p99 / p99.9 / max | {Latency(saturation.Latencies)} ms |");
@@ -151,6 +168,11 @@ internal static class IngestBenchmark
         foreach (var c in clients)
         {
             await c.DisposeAsync();
+        }
+
+        foreach (var f in feeders)
+        {
+            await f.DisposeAsync();
         }
 
         node.Signal(15);
@@ -165,10 +187,11 @@ internal static class IngestBenchmark
         public double AcceptedPerSecond => Latencies.Length / AcceptedSeconds;
     }
 
-    private static async Task<RunResult> OpenLoopAsync(List<Publisher> clients, int rate, int seconds, string tag)
+    private static async Task<RunResult> OpenLoopAsync(List<ILoad> clients, int rate, int seconds, string tag, HttpClient http, Uri metrics)
     {
-        var clock = Stopwatch.StartNew();
         var total = rate * seconds;
+        var before = await AcceptHistogram.CountAsync(http, metrics);
+        var clock = Stopwatch.StartNew();
         var sends = clients.Select((c, i) =>
         {
             var count = total / clients.Count + (i < total % clients.Count ? 1 : 0);
@@ -178,6 +201,12 @@ internal static class IngestBenchmark
             return c.SendScheduledAsync(tag, count, n => (long)(offset + (n * interval)), clock);
         }).ToList();
         await Task.WhenAll(sends);
+        // Every job message has reached the node and been answered (the histogram counts each PUBACKed message).
+        while (await AcceptHistogram.CountAsync(http, metrics) - before < total)
+        {
+            await Task.Delay(20);
+        }
+
         var elapsed = clock.Elapsed.TotalSeconds;
         return new RunResult(elapsed, elapsed, [.. clients.SelectMany(c => c.Latencies)], clients.Sum(c => c.OutOfOrder));
     }
@@ -244,6 +273,10 @@ internal static class IngestBenchmark
             return new AcceptHistogram(buckets);
         }
 
+        /// <summary>Job messages the node has answered so far (the histogram's +Inf bucket).</summary>
+        public static async Task<double> CountAsync(HttpClient http, Uri metrics) =>
+            (await ScrapeAsync(http, metrics)).Buckets.GetValueOrDefault(double.PositiveInfinity);
+
         public AcceptHistogram Minus(AcceptHistogram before) =>
             new(new SortedDictionary<double, double>(Buckets.ToDictionary(b => b.Key, b => b.Value - before.Buckets.GetValueOrDefault(b.Key))));
 
@@ -296,11 +329,12 @@ internal static class IngestBenchmark
         }
     }
 
-    /// <summary>CPU seconds used so far by the daemon, Mosquitto and this process (the publishers).</summary>
+    /// <summary>CPU seconds used so far by the daemon, Mosquitto and the publishers (this process and any mosquitto_pub).</summary>
     private readonly record struct Cpu(double Daemon, double Broker, double Publishers)
     {
-        public static Cpu Read(int daemon, int broker) =>
-            new(CpuSeconds(daemon), CpuSeconds(broker), Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds);
+        /// <param name="feeders">The mosquitto_pub processes, counted with this process as the publishers.</param>
+        public static Cpu Read(int daemon, int broker, IEnumerable<int> feeders) =>
+            new(CpuSeconds(daemon), CpuSeconds(broker), Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds + feeders.Sum(CpuSeconds));
 
         public string PerThousand(Cpu before, int jobs) => string.Create(CultureInfo.InvariantCulture,
             $"{(Daemon - before.Daemon) * 1e6 / jobs:F0} / {(Broker - before.Broker) * 1e6 / jobs:F0} / {(Publishers - before.Publishers) * 1e6 / jobs:F0}");
@@ -320,8 +354,96 @@ internal static class IngestBenchmark
         return double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
     }
 
+    private static string JobPayload(string id, int i) =>
+        $$"""{"id":"{{id}}","prompt":"Sensor {{i}} reads 42.5 degrees and","max_new_tokens":16}""";
+
+    /// <summary>Sends jobs on a schedule; what an open-loop run drives.</summary>
+    private interface ILoad
+    {
+        /// <summary>Device latencies to the accepted event in ms (empty when the load does not subscribe).</summary>
+        IReadOnlyCollection<double> Latencies { get; }
+
+        int OutOfOrder { get; }
+
+        /// <summary>Job n is due at <paramref name="dueTicks"/>(n) on <paramref name="clock"/> and is sent then (or at
+        /// once, when the sender fell behind), whatever the node does.</summary>
+        Task SendScheduledAsync(string tag, int count, Func<int, long> dueTicks, Stopwatch clock);
+    }
+
+    /// <summary>
+    /// A load generator that is not a device: one <c>mosquitto_pub -l</c> (libmosquitto, MQTT 5, QoS 1, up to 1,000
+    /// messages in flight), fed one job per line through its stdin at the job's due time. It costs ~10 µs of CPU per
+    /// message where an MQTTnet client publishing and timing its accepted events costs ~90 µs, CPU the node and
+    /// Mosquitto share on this 2-core machine; it does not subscribe to the accepted events, so the node's own
+    /// <c>edgenode_ingest_accept_seconds</c> histogram is the measure (the device latency needs <c>--device-latency true</c>).
+    /// </summary>
+    private sealed class LineFeeder : ILoad, IAsyncDisposable
+    {
+        private readonly ProcessRunner _process;
+        private readonly string _name;
+
+        private LineFeeder(ProcessRunner process, string name)
+        {
+            _process = process;
+            _name = name;
+        }
+
+        public int Id => _process.Id;
+
+        public IReadOnlyCollection<double> Latencies => [];
+
+        public int OutOfOrder => 0;
+
+        public static LineFeeder Start(int port, int index)
+        {
+            var name = "feeder-" + index.ToString(CultureInfo.InvariantCulture);
+            var process = ProcessRunner.Start("mosquitto_pub",
+                ["-h", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), "-V", "mqttv5", "-i", "bench-" + name,
+                 "-q", "1", "-M", "1000", "-t", "edgenode/jobs", "-D", "publish", "response-topic", $"bench/{name}/replies", "-l"]);
+            return new LineFeeder(process, name);
+        }
+
+        public async Task SendScheduledAsync(string tag, int count, Func<int, long> dueTicks, Stopwatch clock)
+        {
+            // Built before the clock matters, so a send is one write of the lines due.
+            var lines = Enumerable.Range(0, count)
+                .Select(n => Encoding.UTF8.GetBytes(JobPayload($"{tag}-{_name}-{n.ToString(CultureInfo.InvariantCulture)}", n) + "\n"))
+                .ToArray();
+            var stdin = _process.StandardInput.BaseStream;
+            var i = 0;
+            while (i < count)
+            {
+                var now = clock.Elapsed.Ticks;
+                while (i < count && dueTicks(i) <= now)
+                {
+                    stdin.Write(lines[i]);
+                    i++;
+                }
+
+                await stdin.FlushAsync();
+                if (_process.Exited.IsCompleted)
+                {
+                    throw new InvalidOperationException("mosquitto_pub exited:\n" + string.Join('\n', _process.Lines));
+                }
+
+                if (i < count)
+                {
+                    var wait = TimeSpan.FromTicks(dueTicks(i) - clock.Elapsed.Ticks);
+                    await Task.Delay(wait > TimeSpan.FromMilliseconds(1) ? wait : TimeSpan.FromMilliseconds(1));
+                }
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _process.StandardInput.Close(); // mosquitto_pub sends what it has read and exits
+            await _process.WaitForExitAsync(TimeSpan.FromSeconds(30));
+            await _process.DisposeAsync();
+        }
+    }
+
     /// <summary>One MQTT 5 device: publishes jobs at QoS 1 with a Response Topic and times each until its accepted event.</summary>
-    private sealed class Publisher : IAsyncDisposable
+    private sealed class Publisher : ILoad, IAsyncDisposable
     {
         private readonly IMqttClient _client;
         private readonly string _replyTopic;
@@ -365,6 +487,8 @@ internal static class IngestBenchmark
         }
 
         public ConcurrentBag<double> Latencies { get; private set; } = [];
+
+        IReadOnlyCollection<double> ILoad.Latencies => Latencies;
 
         public int OutOfOrder => _outOfOrder;
 
@@ -443,9 +567,8 @@ internal static class IngestBenchmark
         private void Publish(string tag, int i, long sentAtTicks)
         {
             var id = $"{tag}-{_name}-{i.ToString(CultureInfo.InvariantCulture)}";
-            var payload = $$"""{"id":"{{id}}","prompt":"Sensor {{i}} reads 42.5 degrees and","max_new_tokens":16}""";
             _sentAt[id] = sentAtTicks;
-            _ = _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic("edgenode/jobs").WithPayload(payload)
+            _ = _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic("edgenode/jobs").WithPayload(JobPayload(id, i))
                 .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
                 .WithResponseTopic(_replyTopic).WithCorrelationData(Encoding.UTF8.GetBytes(id)).Build());
         }

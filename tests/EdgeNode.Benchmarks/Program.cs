@@ -44,7 +44,7 @@ internal static class Program
         if (args.Length < 2 || args[0] != "speed")
         {
             Console.Error.WriteLine("usage: speed MODEL [--threads N] [--opt all|extended|basic|none] [--runs N] | memory [--count N]"
-                + " | ingest [--rate 5000] [--seconds 10] [--jobs 20000] [--publishers 4] [--window 256] [--state-root DIR] [--only open|saturation|idle]");
+                + " | ingest [--rate 5000] [--seconds 10] [--feeders 1] [--device-latency false] [--jobs 20000] [--publishers 4] [--window 256] [--state-root DIR] [--only open|saturation|idle]");
             return 2;
         }
 

@@ -27,6 +27,9 @@ public sealed class ProcessRunner : IAsyncDisposable
 
     public Task<int> Exited => _exited.Task;
 
+    /// <summary>The process's standard input (redirected), e.g. for <c>mosquitto_pub -l</c>.</summary>
+    public StreamWriter StandardInput => _process.StandardInput;
+
     public static ProcessRunner Start(string fileName, IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
         var info = new ProcessStartInfo(fileName)
