@@ -37,7 +37,14 @@ namespace EdgeNode.Daemon.Queue;
 /// an ingest batch or a final outcome runs after the store lock is released (group fsync: one fsync covers every
 /// commit before it), so the lock is held for the transaction only; the method still returns only once its commit
 /// is fsynced, and <see cref="ReadOutbox"/> hands out only fsynced entries. The undelivered outbox is mirrored in
-/// memory, so the publisher normally reads no LiteDB page. Marking outbox entries delivered is not fsynced and its
+/// memory, so the publisher normally reads no LiteDB page. While it is mirrored, a batch's <c>accepted</c> events get
+/// outbox sequence numbers (so they go out in order with the outcomes, after the fsync) but are not written to LiteDB:
+/// DESIGN.md §4 rule 2 makes outcomes durable, not the acknowledgement of acceptance, and writing and later deleting
+/// one outbox document per accepted job was a third of the pages each ingest commit wrote and of what each
+/// checkpoint then copied, holding up ingest (docs/BENCHMARKS.md "Ingest"). A crash, a reopen or an outage longer
+/// than the mirror (16,384 events) loses the unpublished <c>accepted</c> events; the job and its final outcome are
+/// not affected. While the outbox is not mirrored (after a restart with undelivered entries, until they drain)
+/// <c>accepted</c> events are written as before, so the order of a job's events holds. Marking outbox entries delivered is not fsynced and its
 /// deletion is deferred to the next write transaction: losing it only re-publishes byte-identical events. LiteDB's
 /// auto-checkpoint is off (see <see cref="Checkpoint"/>). LiteDB runs over
 /// file streams the store owns (<see cref="StoreFiles"/>: a failed write cannot leave a handle that blocks the
@@ -205,7 +212,7 @@ internal sealed class JobStore : IDisposable
             {
                 lock (_outboxGate)
                 {
-                    return _outboxCount - _unmarked.Count;
+                    return _memoryComplete ? _memory.Count : _outboxCount - _unmarked.Count;
                 }
             }
         }
@@ -348,6 +355,11 @@ internal sealed class JobStore : IDisposable
             var unmarked = UnmarkedSnapshot();
             var deleted = 0;
             (long Job, long Outbox)? reserved = null;
+            bool mirrored;
+            lock (_outboxGate)
+            {
+                mirrored = _memoryComplete; // changes only under _gate, which this method holds
+            }
 
             // First without looking each id up: a new id is the rule, and LiteDB's FindById walks the _id skip list a
             // second time and allocates ~34 KB (half of what a job cost to commit). A known id (or one repeated in the
@@ -432,7 +444,9 @@ internal sealed class JobStore : IDisposable
                         addedBytes += size;
                     }
 
-                    added.Add(AddOutbox(outbox, nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload));
+                    added.Add(mirrored
+                        ? new OutboxEntry(nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload, Durable: false)
+                        : AddOutbox(outbox, nextOutboxSeq++, item.JobId, item.ReplyTopic, item.CorrelationData, item.EventPayload));
                     decisions[i] = new IngestDecision(IngestDecisionKind.Accepted, item.JobId, null);
                 }
 
@@ -727,7 +741,11 @@ internal sealed class JobStore : IDisposable
                         return false;
                     }
 
-                    _unmarked.Add(entry.Seq);
+                    if (entry.Durable)
+                    {
+                        _unmarked.Add(entry.Seq);
+                    }
+
                     return true;
                 });
                 if (_unmarked.Count < MaxPendingDeletes)
@@ -1249,7 +1267,12 @@ internal sealed class JobStore : IDisposable
     /// </summary>
     private void OutboxCommitted(List<OutboxEntry> added, List<long> deletedSnapshot, int deleted)
     {
-        _outboxCount += added.Count - deleted;
+        foreach (var entry in added)
+        {
+            _outboxCount += entry.Durable ? 1 : 0;
+        }
+
+        _outboxCount -= deleted;
         lock (_outboxGate)
         {
             if (_unmarked.Count >= deletedSnapshot.Count && System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_unmarked)[..deletedSnapshot.Count]
@@ -1272,7 +1295,8 @@ internal sealed class JobStore : IDisposable
 
             if (_memory.Count + added.Count > MemoryOutboxLimit)
             {
-                // A long broker outage: stop mirroring; the publisher reads LiteDB until the outbox is empty again.
+                // A long broker outage: stop mirroring; the publisher reads LiteDB until the outbox is empty again. The
+                // accepted events only in memory are dropped here (see the class remarks).
                 _memoryComplete = false;
                 _memory.Clear();
                 return;

@@ -48,7 +48,10 @@ internal sealed record IngestDecision(IngestDecisionKind Kind, string JobId, Job
 /// <param name="Topic">The reply topic.</param>
 /// <param name="CorrelationData">MQTT 5 Correlation Data to echo, or null.</param>
 /// <param name="Payload">The event JSON, byte-identical on every publish.</param>
-internal sealed record OutboxEntry(long Seq, string JobId, string Topic, byte[]? CorrelationData, byte[] Payload);
+/// <param name="Durable">True when the entry is a document of the outbox collection (every outcome, and an
+/// <c>accepted</c> event committed while the outbox was not mirrored); false for an <c>accepted</c> event kept in memory
+/// only (see <see cref="JobStore"/>'s remarks): it is published in order with the rest, but a restart loses it.</param>
+internal sealed record OutboxEntry(long Seq, string JobId, string Topic, byte[]? CorrelationData, byte[] Payload, bool Durable = true);
 
 /// <summary>A stored job (one document of the <c>jobs</c> collection, keyed by <see cref="Id"/>).</summary>
 internal sealed class JobRecord
