@@ -191,11 +191,14 @@ internal sealed class BrokerConnection : BackgroundService
         base.Dispose();
     }
 
+    private static readonly BufferedSocketStreamProvider StreamProvider = new();
+
     private async ValueTask ConnectOnceAsync(CancellationToken cancellationToken)
     {
         var clientId = string.IsNullOrWhiteSpace(_options.ClientId) ? "edgenode-" + _node.Id : _options.ClientId;
         var builder = new MqttClientOptionsBuilder()
             .WithTcpServer(Host, Port)
+            .WithStreamProvider(StreamProvider) // buffered reads: one recv for the packets that arrived together
             .WithClientId(clientId)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(_options.KeepAliveSeconds))
             .WithTimeout(TimeSpan.FromSeconds(10));
