@@ -34,7 +34,9 @@ namespace EdgeNode.Benchmarks;
 /// machine where the wall-clock rates do not), start to ready (process start to <c>/readyz</c> 200), RSS
 /// (<c>VmRSS</c>) idle 3 s after ready and after the runs, and how many accepted events arrived out of publish order
 /// per device (must be 0).
-/// Usage: <c>ingest [--rate 5000] [--seconds 10] [--warmup-seconds 5] [--feeders 1] [--device-latency false]
+/// The node runs with the environment packaging/systemd/edgenode.service gives it (<c>DOTNET_GCgen0size</c>;
+/// <c>--gen0-size ""</c> for the runtime's default).
+/// Usage: <c>ingest [--rate 5000] [--seconds 10] [--warmup-seconds 5] [--feeders 1] [--device-latency false] [--gen0-size 0x600000]
 /// [--jobs 20000] [--publishers 4] [--window 256] [--state-root /tmp] [--only open|saturation|idle]
 /// [--broker-nodelay true|false]</c> (idle: start to ready and idle RSS only; Mosquitto runs with its default, Nagle
 /// on; <c>--broker-nodelay true</c> sets <c>set_tcp_nodelay true</c>).
@@ -56,6 +58,8 @@ internal static class IngestBenchmark
         var nodelay = Program.OptionText(args, "--broker-nodelay", "false") == "true";
         var deviceLatency = Program.OptionText(args, "--device-latency", "false") == "true";
         var feederCount = Program.Option(args, "--feeders", 1);
+        // As packaging/systemd/edgenode.service runs the node: the unit's DOTNET_GCgen0size (--gen0-size "" = the runtime's default).
+        var gen0Size = Program.OptionText(args, "--gen0-size", UnitEnvironment("DOTNET_GCgen0size") ?? string.Empty);
         var inv = CultureInfo.InvariantCulture;
 
         var model = Models.Demonstration; // what `edgenode run` loads when no model is configured
@@ -79,7 +83,7 @@ internal static class IngestBenchmark
             [dll, "run", "--Node:Id=bench", "--Node:StateDirectory=" + state, "--Inference:ModelPath=" + model,
              "--Mqtt:Host=127.0.0.1", "--Mqtt:Port=" + brokerPort.ToString(inv), "--Admin:Url=http://127.0.0.1:" + adminPort.ToString(inv),
              "--Execution:Paused=true", "--Queue:MaxJobs=10000000", "--Queue:MaxBytes=4000000000", "--Logging:LogLevel:Default=Warning"],
-            new Dictionary<string, string> { ["EDGENODE_CONFIG"] = "", ["DOTNET_NOLOGO"] = "1" });
+            new Dictionary<string, string> { ["EDGENODE_CONFIG"] = "", ["DOTNET_NOLOGO"] = "1", ["DOTNET_GCgen0size"] = gen0Size.Length == 0 ? "0" : gen0Size }); // 0: the runtime's default
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var readyz = new Uri($"http://127.0.0.1:{adminPort}/readyz");
         while (!await IsOkAsync(http, readyz))
@@ -125,6 +129,7 @@ internal static class IngestBenchmark
 
         Console.WriteLine($"| state directory | {stateRoot} |");
         Console.WriteLine($"| Mosquitto set_tcp_nodelay | {nodelay} |");
+        Console.WriteLine($"| node DOTNET_GCgen0size | {(gen0Size.Length == 0 ? "runtime default" : gen0Size)} |");
         Console.WriteLine($"| start to ready (/readyz 200) | {readyMs:F0} ms |");
         if (only != "saturation")
         {
@@ -180,6 +185,22 @@ internal static class IngestBenchmark
         Directory.Delete(state, recursive: true);
         Directory.Delete(confDir, recursive: true);
         return 0;
+    }
+
+    /// <summary>The value of <paramref name="name"/> in an <c>Environment=</c> line of packaging/systemd/edgenode.service, or null.</summary>
+    private static string? UnitEnvironment(string name)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var unit = Path.Combine(dir.FullName, "packaging", "systemd", "edgenode.service");
+            if (File.Exists(unit))
+            {
+                return File.ReadLines(unit).Select(l => l.Trim()).Where(l => l.StartsWith("Environment=" + name + "=", StringComparison.Ordinal))
+                    .Select(l => l[("Environment=" + name + "=").Length..]).FirstOrDefault();
+            }
+        }
+
+        return null;
     }
 
     private sealed record RunResult(double CommittedSeconds, double AcceptedSeconds, double[] Latencies, int OutOfOrder)

@@ -80,6 +80,20 @@ public sealed class SystemdUnitTests
         Assert.DoesNotContain(unit, l => l.StartsWith("MemoryDenyWriteExecute=", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public void DaemonUnit_GivesTheRuntimeAGen0BudgetOfAFewMiB()
+    {
+        // Without it, a machine that reports no cache size (this one, many boards) collects gen0 ~85 times a second at
+        // 5,000 jobs/s (docs/BENCHMARKS.md "Ingest", session 5). The runtime reads the value as hexadecimal bytes.
+        var line = Assert.Single(File.ReadAllLines(Repo.Path("packaging/systemd/edgenode.service")),
+            l => l.StartsWith("Environment=DOTNET_GCgen0size=", StringComparison.Ordinal));
+        var value = line["Environment=DOTNET_GCgen0size=".Length..];
+
+        Assert.StartsWith("0x", value, StringComparison.Ordinal);
+        var bytes = long.Parse(value[2..], System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(bytes, 1L << 20, 64L << 20);
+    }
+
     private static void CopyUnitsWithStubPrograms(string root)
     {
         SystemdRoot.AddHostUnits(root);
