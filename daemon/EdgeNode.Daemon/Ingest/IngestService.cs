@@ -136,10 +136,23 @@ internal sealed class IngestService(
                     {
                         await AnswerDuplicateAsync(items[i], decisions[i], stoppingToken);
                     }
+                }
 
-                    await AcknowledgeAsync(batch[i], stoppingToken);
-                    metrics.IngestAccept.Observe(Math.Max(0, (time.GetUtcNow() - batch[i].ReceivedAt).TotalSeconds));
-                    _loop.Beat();
+                // The answers above are QoS 1 PUBLISHes awaiting their PUBACKs: only the batch's own PUBACKs are held
+                // and sent together (one send instead of one per message).
+                await using (broker.BatchWrites())
+                {
+                    for (var i = 0; i < batch.Count; i++)
+                    {
+                        await AcknowledgeAsync(batch[i], stoppingToken);
+                        _loop.Beat();
+                    }
+                }
+
+                var acknowledgedAt = time.GetUtcNow();
+                for (var i = 0; i < batch.Count; i++)
+                {
+                    metrics.IngestAccept.Observe(Math.Max(0, (acknowledgedAt - batch[i].ReceivedAt).TotalSeconds));
                 }
 
                 signals.JobQueued.Set();

@@ -69,6 +69,8 @@ internal sealed class BrokerConnection : BackgroundService
     private readonly Channel<InboundMessage> _inbound;
     private readonly MqttLinkSupervisor _supervisor;
     private readonly NodeMetrics _metrics;
+    private readonly BufferedSocketStreamProvider _streams;
+    private volatile BufferedSocketStream? _stream;
     private long _generation;
     private volatile bool _stopping;
 
@@ -82,6 +84,7 @@ internal sealed class BrokerConnection : BackgroundService
         _logger = logger;
         Topics = new Topics(_options.TopicPrefix, _node.Id);
         _inbound = Channel.CreateBounded<InboundMessage>(new BoundedChannelOptions(10_000) { SingleReader = true, SingleWriter = true });
+        _streams = new BufferedSocketStreamProvider(coalescePackets: !_options.UseTls, connected: stream => _stream = stream);
         _client = new MqttClientFactory().CreateMqttClient();
         _client.ApplicationMessageReceivedAsync += OnMessageAsync;
         _supervisor = new MqttLinkSupervisor
@@ -162,6 +165,18 @@ internal sealed class BrokerConnection : BackgroundService
         }
     }
 
+    /// <summary>
+    /// Holds what is written to the broker until the returned scope is disposed, then sends it in one <c>send</c>: for the
+    /// PUBACKs of one ingest batch (<see cref="BufferedSocketStream.Cork"/>). Only for writes nothing inside the scope
+    /// waits an answer to (a PUBACK, not a QoS 1 PUBLISH).
+    /// </summary>
+    public WriteBatch BatchWrites()
+    {
+        var stream = _stream;
+        stream?.Cork();
+        return new WriteBatch(stream);
+    }
+
     /// <summary>Sends the PUBACK of a committed message, if it came on the current connection.</summary>
     public async Task AcknowledgeAsync(InboundMessage message, CancellationToken cancellationToken)
     {
@@ -191,14 +206,12 @@ internal sealed class BrokerConnection : BackgroundService
         base.Dispose();
     }
 
-    private static readonly BufferedSocketStreamProvider StreamProvider = new();
-
     private async ValueTask ConnectOnceAsync(CancellationToken cancellationToken)
     {
         var clientId = string.IsNullOrWhiteSpace(_options.ClientId) ? "edgenode-" + _node.Id : _options.ClientId;
         var builder = new MqttClientOptionsBuilder()
             .WithTcpServer(Host, Port)
-            .WithStreamProvider(StreamProvider) // buffered reads: one recv for the packets that arrived together
+            .WithStreamProvider(_streams) // buffered reads, one send per packet or per batch of PUBACKs
             .WithClientId(clientId)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(_options.KeepAliveSeconds))
             .WithTimeout(TimeSpan.FromSeconds(10));
@@ -308,5 +321,27 @@ internal sealed class BrokerConnection : BackgroundService
         // hand the message to the ingest loop, which commits and then acknowledges in arrival order.
         e.AutoAcknowledge = false;
         return _inbound.Writer.WriteAsync(new InboundMessage(e, Generation, _time.GetUtcNow())).AsTask();
+    }
+}
+
+/// <summary>A <see cref="BrokerConnection.BatchWrites"/> scope: disposing it sends what was held.</summary>
+internal readonly struct WriteBatch(BufferedSocketStream? stream) : IAsyncDisposable
+{
+    /// <summary>Sends the held writes. A broken or closed link is not an error here: MQTTnet reports it, and the
+    /// broker redelivers the messages whose PUBACK did not leave (their ids make the repeats duplicates).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (stream is null)
+        {
+            return;
+        }
+
+        try
+        {
+            await stream.UncorkAsync();
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException)
+        {
+        }
     }
 }

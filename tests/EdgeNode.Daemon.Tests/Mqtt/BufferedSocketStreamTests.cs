@@ -87,6 +87,71 @@ public sealed class BufferedSocketStreamTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task WriteAsync_Coalescing_HoldsAPacketUntilItsRemainingLengthIsWritten()
+    {
+        await using var stream = await ConnectAsync(new IPEndPoint(IPAddress.Loopback, Port), coalescePackets: true);
+        using var peer = await _listener.AcceptSocketAsync().WaitAsync(Timeout);
+        var link = (BufferedSocketStream)stream;
+        var payload = Enumerable.Range(0, 200).Select(i => (byte)i).ToArray();
+
+        // A QoS 1 PUBLISH the way MQTTnet writes it: the fixed header (Remaining Length 205 = 0xCD 0x01), the topic and
+        // packet id, then the payload; here the fixed header is split too.
+        await stream.WriteAsync(new byte[] { 0x32 });
+        Assert.Equal(1, link.HeldBytes);
+        await stream.WriteAsync(new byte[] { 0xCD });
+        Assert.Equal(2, link.HeldBytes); // the Remaining Length continues
+        await stream.WriteAsync(new byte[] { 0x01, 0x00, 0x01, (byte)'t', 0x00, 0x07 });
+        Assert.Equal(8, link.HeldBytes);
+        await stream.WriteAsync(payload);
+        Assert.Equal(0, link.HeldBytes); // 1 + 2 + 205 bytes: whole, sent
+
+        await stream.WriteAsync(new byte[] { 0x40, 0x02, 0x00, 0x07 }); // a PUBACK in one write goes at once
+        Assert.Equal(0, link.HeldBytes);
+
+        byte[] expected = [0x32, 0xCD, 0x01, 0x00, 0x01, (byte)'t', 0x00, 0x07, .. payload, 0x40, 0x02, 0x00, 0x07];
+        Assert.Equal(expected, await ReceiveAsync(peer, expected.Length));
+    }
+
+    [Fact]
+    public async Task WriteAsync_MalformedRemainingLength_StopsCoalescingAndSends()
+    {
+        await using var stream = await ConnectAsync(new IPEndPoint(IPAddress.Loopback, Port), coalescePackets: true);
+        using var peer = await _listener.AcceptSocketAsync().WaitAsync(Timeout);
+        byte[] garbage = [0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]; // a fifth length byte: not MQTT
+
+        await stream.WriteAsync(garbage);
+        await stream.WriteAsync(new byte[] { 0x30 }); // and from now on nothing is held
+
+        Assert.Equal(0, ((BufferedSocketStream)stream).HeldBytes);
+        Assert.Equal([.. garbage, 0x30], await ReceiveAsync(peer, garbage.Length + 1));
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)] // a TLS link: the stream carries TLS records, only the cork applies
+    public async Task Cork_HoldsEveryWriteUntilUncork_ThenSendsThemInOrder(bool coalescePackets)
+    {
+        await using var stream = await ConnectAsync(new IPEndPoint(IPAddress.Loopback, Port), coalescePackets);
+        using var peer = await _listener.AcceptSocketAsync().WaitAsync(Timeout);
+        var link = (BufferedSocketStream)stream;
+        var pubacks = Enumerable.Range(1, 3).SelectMany(i => new byte[] { 0x40, 0x02, 0x00, (byte)i }).ToArray();
+
+        link.Cork();
+        link.Cork(); // nested
+        for (var i = 0; i < pubacks.Length; i += 4)
+        {
+            await stream.WriteAsync(pubacks.AsMemory(i, 4));
+        }
+
+        await link.UncorkAsync();
+        Assert.Equal(12, link.HeldBytes); // still inside the outer cork
+        await link.UncorkAsync();
+        Assert.Equal(0, link.HeldBytes);
+
+        Assert.Equal(pubacks, await ReceiveAsync(peer, pubacks.Length));
+    }
+
+    [Fact]
     public async Task ReadAsync_PeerClosed_ReturnsZero()
     {
         await using var stream = await ConnectAsync(new IPEndPoint(IPAddress.Loopback, Port));
@@ -156,9 +221,23 @@ public sealed class BufferedSocketStreamTests : IAsyncDisposable
         return ValueTask.CompletedTask;
     }
 
-    private static async Task<Stream> ConnectAsync(EndPoint endPoint)
+    private static async Task<Stream> ConnectAsync(EndPoint endPoint, bool coalescePackets = false)
     {
         using var cts = new CancellationTokenSource(Timeout);
-        return await new BufferedSocketStreamProvider().ConnectAsync(endPoint, cts.Token);
+        return await new BufferedSocketStreamProvider(coalescePackets).ConnectAsync(endPoint, cts.Token);
+    }
+
+    private static async Task<byte[]> ReceiveAsync(Socket peer, int count)
+    {
+        var received = new byte[count];
+        var total = 0;
+        while (total < count)
+        {
+            var read = await peer.ReceiveAsync(received.AsMemory(total)).AsTask().WaitAsync(Timeout);
+            Assert.True(read > 0, "the connection ended early");
+            total += read;
+        }
+
+        return received;
     }
 }
