@@ -26,9 +26,10 @@ namespace EdgeNode.Benchmarks;
 /// processes fed their lines on time (see <see cref="LineFeeder"/>: the cheapest load on a machine the node shares);
 /// with <c>--device-latency true</c> it is the MQTTnet devices below, which also time each job to its <c>accepted</c>
 /// event (p50 / p99 / p99.9 / max, from the scheduled send time: no coordinated omission).</item>
-/// <item><b>saturation</b> (<c>--jobs N --window W</c>): MQTTnet devices, each keeping W jobs in flight (released by
-/// the accepted event); reports the most jobs/s the node commits (from <c>edgenode_jobs_accepted_total</c> on
-/// <c>/metrics</c>).</item>
+/// <item><b>saturation</b> (<c>--jobs N</c>): the most jobs/s the node commits (from <c>edgenode_jobs_accepted_total</c>
+/// on <c>/metrics</c>): all N jobs written to the feeders at once (Mosquitto holds what the node has not taken); with
+/// <c>--device-latency true</c>, MQTTnet devices each keeping <c>--window</c> W jobs in flight (released by the
+/// accepted event).</item>
 /// </list>
 /// Also: CPU time of the daemon, Mosquitto and the publishers per 1,000 jobs (from /proc, so it holds on a shared
 /// machine where the wall-clock rates do not), start to ready (process start to <c>/readyz</c> 200), RSS
@@ -159,13 +160,30 @@ internal static class IngestBenchmark
         {
             var cpu = Cpu.Read(node.Id, broker.Id, feeders.Select(f => f.Id));
             var histogramBefore = await AcceptHistogram.ScrapeAsync(http, metricsUri);
-            var saturation = await SaturateAsync(clients, "run", jobs, window, http, metricsUri);
-            var nodeAccept = (await AcceptHistogram.ScrapeAsync(http, metricsUri)).Minus(histogramBefore);
-            Console.WriteLine($"| saturation: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id, feeders.Select(f => f.Id)).PerThousand(cpu, jobs)} ms |");
-            Console.WriteLine($"| saturation: committed (metrics) / accepted events back | {jobs / saturation.CommittedSeconds:F0} / {jobs / saturation.AcceptedSeconds:F0} jobs/s ({jobs} jobs, {publishers} publishers x {window} in flight) |");
-            Console.WriteLine($"| saturation: node accept latency (arrival -> commit + fsync -> PUBACK) p50 / p99, within 20 ms | {nodeAccept.Describe()} |");
-            Console.WriteLine($"| saturation: device latency to the accepted event p50 / p99 / p99.9 / max | {Latency(saturation.Latencies)} ms |");
-            Console.WriteLine($"| saturation: accepted events out of publish order | {saturation.OutOfOrder} |");
+            if (deviceLatency)
+            {
+                var saturation = await SaturateAsync(clients, "run", jobs, window, http, metricsUri);
+                var nodeAccept = (await AcceptHistogram.ScrapeAsync(http, metricsUri)).Minus(histogramBefore);
+                Console.WriteLine($"| saturation: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id, feeders.Select(f => f.Id)).PerThousand(cpu, jobs)} ms |");
+                Console.WriteLine($"| saturation: committed (metrics) / accepted events back | {jobs / saturation.CommittedSeconds:F0} / {jobs / saturation.AcceptedSeconds:F0} jobs/s ({jobs} jobs, {publishers} MQTTnet devices x {window} in flight) |");
+                Console.WriteLine($"| saturation: node accept latency (arrival -> commit + fsync -> PUBACK) p50 / p99, within 20 ms | {nodeAccept.Describe()} |");
+                Console.WriteLine($"| saturation: device latency to the accepted event p50 / p99 / p99.9 / max | {Latency(saturation.Latencies)} ms |");
+                Console.WriteLine($"| saturation: accepted events out of publish order | {saturation.OutOfOrder} |");
+            }
+            else
+            {
+                // Every job written to the feeders at once: Mosquitto queues what the node has not taken yet (up to
+                // 1,000 in flight to it), so the node commits as fast as it can.
+                var before = await AcceptedTotalAsync(http, metricsUri);
+                var clock = Stopwatch.StartNew();
+                await OpenLoopAsync([.. feeders], int.MaxValue / 2, 0, "run", http, metricsUri, total: jobs, due: _ => 0);
+                var elapsed = clock.Elapsed.TotalSeconds;
+                var committed = await AcceptedTotalAsync(http, metricsUri) - before;
+                var nodeAccept = (await AcceptHistogram.ScrapeAsync(http, metricsUri)).Minus(histogramBefore);
+                Console.WriteLine($"| saturation: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id, feeders.Select(f => f.Id)).PerThousand(cpu, jobs)} ms |");
+                Console.WriteLine($"| saturation: committed (metrics) | {committed / elapsed:F0} jobs/s ({committed:F0} of {jobs} jobs, all offered at once by {feederCount} mosquitto_pub -l) |");
+                Console.WriteLine($"| saturation: node accept latency (arrival -> commit + fsync -> PUBACK) p50 / p99, within 20 ms | {nodeAccept.Describe()} |");
+            }
         }
 
         Console.WriteLine($"| RSS idle / after the runs | {idleRssMb:F0} / {RssMb(node.Id):F0} MB |");
@@ -208,22 +226,25 @@ internal static class IngestBenchmark
         public double AcceptedPerSecond => Latencies.Length / AcceptedSeconds;
     }
 
-    private static async Task<RunResult> OpenLoopAsync(List<ILoad> clients, int rate, int seconds, string tag, HttpClient http, Uri metrics)
+    /// <param name="total">Jobs to send (default <paramref name="rate"/> x <paramref name="seconds"/>).</param>
+    /// <param name="due">When publisher-local job n is due, in ticks (default: evenly spaced at <paramref name="rate"/>).</param>
+    private static async Task<RunResult> OpenLoopAsync(List<ILoad> clients, int rate, int seconds, string tag, HttpClient http, Uri metrics,
+        int? total = null, Func<int, long>? due = null)
     {
-        var total = rate * seconds;
+        var jobs = total ?? rate * seconds;
         var before = await AcceptHistogram.CountAsync(http, metrics);
         var clock = Stopwatch.StartNew();
         var sends = clients.Select((c, i) =>
         {
-            var count = total / clients.Count + (i < total % clients.Count ? 1 : 0);
+            var count = jobs / clients.Count + (i < jobs % clients.Count ? 1 : 0);
             // Evenly spaced overall: publisher i sends at i/rate, (i + P)/rate, ...
             var interval = TimeSpan.TicksPerSecond * (double)clients.Count / rate;
             var offset = TimeSpan.TicksPerSecond * (double)i / rate;
-            return c.SendScheduledAsync(tag, count, n => (long)(offset + (n * interval)), clock);
+            return c.SendScheduledAsync(tag, count, due ?? (n => (long)(offset + (n * interval))), clock);
         }).ToList();
         await Task.WhenAll(sends);
         // Every job message has reached the node and been answered (the histogram counts each PUBACKed message).
-        while (await AcceptHistogram.CountAsync(http, metrics) - before < total)
+        while (await AcceptHistogram.CountAsync(http, metrics) - before < jobs)
         {
             await Task.Delay(20);
         }
