@@ -18,7 +18,8 @@ namespace EdgeNode.Daemon.Mqtt;
 /// </summary>
 /// <remarks>
 /// The socket is what MQTTnet would open (TCP, <c>TCP_NODELAY</c> on, IPv4 or IPv6 as the host name resolves) except
-/// that the kernel's send and receive buffers keep their auto-tuned sizes (MQTTnet fixes both at 8 KiB by default).
+/// that the kernel's send and receive buffers keep their auto-tuned sizes (MQTTnet fixes both at 8 KiB by default) and
+/// that closing it is graceful (MQTTnet's default linger of 0 s resets the connection).
 /// </remarks>
 /// <param name="coalescePackets">True on a plain (not TLS) link: see <see cref="BufferedSocketStream"/>.</param>
 /// <param name="connected">Called with each new stream (the link's current one, for <see cref="BufferedSocketStream.Cork"/>).</param>
@@ -76,7 +77,7 @@ internal sealed class BufferedSocketStream(Socket socket, bool coalescePackets =
     private int _end;
     private bool _disposed;
 
-    /// <summary>Bytes written and not sent yet (a packet still incomplete, or a cork's content).</summary>
+    /// <summary>Bytes written and not sent yet (a packet still incomplete, or a cork's content); for tests and diagnostics.</summary>
     public int HeldBytes
     {
         get
