@@ -20,8 +20,8 @@ internal static partial class Log
     [LoggerMessage(304, LogLevel.Information, "Job {JobId} started (attempt {Attempt})")]
     public static partial void JobStarted(ILogger logger, string jobId, int attempt);
 
-    [LoggerMessage(305, LogLevel.Warning, "A token event of job {JobId} could not be published: {Reason}")]
-    public static partial void TokenPublishFailed(ILogger logger, string jobId, string reason);
+    [LoggerMessage(305, LogLevel.Warning, "{Count} token events of job {JobId} were not published (the first failed: {Reason}); its final event is in the outbox")]
+    public static partial void TokenPublishFailed(ILogger logger, string jobId, int count, string reason);
 
     [LoggerMessage(307, LogLevel.Warning, "The job store is unavailable ({Reason}); retrying")]
     public static partial void StoreUnavailable(ILogger logger, string reason);

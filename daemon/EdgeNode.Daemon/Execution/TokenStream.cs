@@ -38,16 +38,30 @@ internal sealed class TokenStream
         _publisher = Task.Run(async () =>
         {
             await acceptedDelivered(); // events of a job reach the device in order: accepted, token..., result
+            var dropped = 0;
+            string? reason = null;
             await foreach (var payload in _events.Reader.ReadAllAsync())
             {
+                if (reason is not null)
+                {
+                    dropped++; // after a failure (the link is down) the rest are dropped: best effort, and no stall
+                    continue;
+                }
+
                 try
                 {
                     await outbox.PublishLiveAsync(job.ReplyTopic, payload, job.CorrelationData, CancellationToken.None);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
-                    Log.TokenPublishFailed(logger, _jobId, ex.Message);
+                    reason = ex.Message;
+                    dropped++;
                 }
+            }
+
+            if (reason is not null)
+            {
+                Log.TokenPublishFailed(logger, _jobId, dropped, reason);
             }
         });
     }

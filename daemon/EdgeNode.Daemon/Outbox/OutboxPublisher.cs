@@ -44,6 +44,10 @@ internal sealed class OutboxPublisher : BackgroundService
             {
                 _signals.OutboxChanged.Set();
             }
+            else
+            {
+                ReleaseWaiters(); // nothing will be delivered until the link is back: see WaitDeliveredThroughAsync
+            }
         };
     }
 
@@ -120,14 +124,16 @@ internal sealed class OutboxPublisher : BackgroundService
 
     /// <summary>
     /// Completes once every outbox entry up to <paramref name="seq"/> has been published (used to send a job's
-    /// <c>token</c> events only after its <c>accepted</c> event), or after <paramref name="timeout"/>.
+    /// <c>token</c> events only after its <c>accepted</c> event), or after <paramref name="timeout"/>, or at once while
+    /// the broker link is down (or when it goes down): nothing is delivered then, and the executor must not wait for
+    /// the broker (a streaming job held it 30 s per outage and the jobs queued behind it missed their deadlines).
     /// </summary>
     public async Task WaitDeliveredThroughAsync(long seq, TimeSpan timeout)
     {
         TaskCompletionSource done;
         lock (_deliveredGate)
         {
-            if (_deliveredThrough >= seq)
+            if (_deliveredThrough >= seq || !_broker.IsConnected)
             {
                 return;
             }
@@ -144,6 +150,19 @@ internal sealed class OutboxPublisher : BackgroundService
         catch (TimeoutException)
         {
             // The link is down or slow: token events are best effort and go out anyway.
+        }
+    }
+
+    private void ReleaseWaiters()
+    {
+        lock (_deliveredGate)
+        {
+            foreach (var w in _waiters)
+            {
+                w.Done.TrySetResult();
+            }
+
+            _waiters.Clear();
         }
     }
 

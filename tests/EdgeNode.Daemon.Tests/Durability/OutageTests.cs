@@ -61,6 +61,46 @@ public sealed partial class OutageTests
         AssertEachCompletedOnce(node, device, ids);
     }
 
+    [Fact]
+    public async Task BrokerDown_StreamingJob_DoesNotHoldUpTheJobsQueuedBehindIt()
+    {
+        // Newcomer check, session 5: a "stream": true job waited up to 30 s for the outbox to deliver its accepted event
+        // (and every entry before it) while the broker was down, holding the executor; the jobs behind it then ended
+        // TIMED_OUT without running. Tokens are best effort: with the link down they are dropped, the job goes on.
+        using var state = new TempDirectory();
+        await using var broker = new PersistentBroker();
+        await broker.StartAsync();
+        await using var node = new NodeProcess(state.Path, broker.Port, "outage3") { DecodeStepDelayMs = 20 };
+        await node.StartReadyAsync();
+        await using var device = await DeviceClient.ConnectAsync(broker.Port, "outage3");
+        var behind = Enumerable.Range(0, 3).Select(i => "o3-" + i.ToString(CultureInfo.InvariantCulture)).ToList();
+        List<(string Id, string Json)> jobs =
+        [
+            ("o3-long", """{"id":"o3-long","prompt":"Outage long","max_new_tokens":100}"""), // runs while the broker stops
+            ("o3-stream", """{"id":"o3-stream","prompt":"Outage stream","max_new_tokens":20,"stream":true}"""),
+            .. behind.Select(id => (id, $$"""{"id":"{{id}}","prompt":"Outage {{id}}","max_new_tokens":5,"deadline_ms":25000}""")),
+        ];
+        await device.PublishJobsAsync(jobs);
+        await device.WaitUntilAsync(d => jobs.All(j => d.Accepted.Contains(j.Id)), "5 accepted events", Timeout);
+        Assert.False(device.Finals.ContainsKey("o3-long"), "the first job must still be running when the broker stops");
+
+        await broker.StopAsync();
+
+        // Well inside their 25 s deadlines (the stall was 30 s): they run, in order, after the streaming job.
+        foreach (var id in behind)
+        {
+            await node.Current.WaitForLineAsync(l => Succeeded().Match(l) is { Success: true } m && m.Groups["id"].Value == id, Timeout);
+        }
+
+        Assert.Contains(node.Current.Lines, l => l.Contains("token events of job o3-stream were not published", StringComparison.Ordinal));
+        await broker.StartAsync();
+        var ids = jobs.Select(j => j.Id).ToList();
+        await device.WaitForFinalsAsync(ids, Timeout);
+        Assert.All(ids, id => Assert.Contains("\"status\":\"SUCCEEDED\"", device.FinalText(id), StringComparison.Ordinal));
+        await node.StopAsync();
+        AssertEachCompletedOnce(node, device, ids);
+    }
+
     private static async Task<List<string>> Publish20Async(DeviceClient device, string prefix)
     {
         var ids = Enumerable.Range(0, 20).Select(i => prefix + "-" + i.ToString("D2", CultureInfo.InvariantCulture)).ToList();
