@@ -30,6 +30,13 @@ internal sealed class StoreHost(IOptions<NodeOptions> node, NodeState state, Nod
         }
 
         metrics.Recovered.Inc(_store.CountQueued() + _store.CountOffloaded()); // OFFLOADED jobs resume on the relay
+        var store = _store;
+        // The depth side of the invariant from the same moment on (the executor replaces it with one that adds its job in
+        // flight when it starts): a scrape in between showed recovered jobs with a depth of 0 (newcomer check, session 5).
+        lock (metrics.Gate)
+        {
+            metrics.DepthSource ??= () => (store.CountQueued(), 0);
+        }
         if (_store.QuarantinedTo is { } quarantined)
         {
             ReportQuarantine(quarantined);

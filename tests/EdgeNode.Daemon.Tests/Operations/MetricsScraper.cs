@@ -7,9 +7,11 @@ internal sealed class MetricsScraper(Uri adminUrl) : IDisposable
 {
     private readonly HttpClient _http = new() { BaseAddress = adminUrl, Timeout = TimeSpan.FromSeconds(30) };
 
-    public async Task<Dictionary<string, double>> ScrapeAsync()
+    public async Task<Dictionary<string, double>> ScrapeAsync() => Parse(await _http.GetStringAsync(new Uri("/metrics", UriKind.Relative)));
+
+    /// <summary>Samples of a Prometheus text-format exposition, keyed by name and labels.</summary>
+    public static Dictionary<string, double> Parse(string text)
     {
-        var text = await _http.GetStringAsync(new Uri("/metrics", UriKind.Relative));
         var samples = new Dictionary<string, double>(StringComparer.Ordinal);
         foreach (var line in text.Split('\n'))
         {
