@@ -175,9 +175,8 @@ internal static class IngestBenchmark
                 // Every job written to the feeders at once: Mosquitto queues what the node has not taken yet (up to
                 // 1,000 in flight to it), so the node commits as fast as it can.
                 var before = await AcceptedTotalAsync(http, metricsUri);
-                var clock = Stopwatch.StartNew();
-                await OpenLoopAsync([.. feeders], int.MaxValue / 2, 0, "run", http, metricsUri, total: jobs, due: _ => 0);
-                var elapsed = clock.Elapsed.TotalSeconds;
+                var flood = await SendAllAsync([.. feeders], "run", jobs, _ => _ => 0, http, metricsUri);
+                var elapsed = flood.CommittedSeconds;
                 var committed = await AcceptedTotalAsync(http, metricsUri) - before;
                 var nodeAccept = (await AcceptHistogram.ScrapeAsync(http, metricsUri)).Minus(histogramBefore);
                 Console.WriteLine($"| saturation: CPU per 1,000 jobs, daemon / Mosquitto / publishers | {Cpu.Read(node.Id, broker.Id, feeders.Select(f => f.Id)).PerThousand(cpu, jobs)} ms |");
@@ -221,27 +220,23 @@ internal static class IngestBenchmark
         return null;
     }
 
-    private sealed record RunResult(double CommittedSeconds, double AcceptedSeconds, double[] Latencies, int OutOfOrder)
+    private sealed record RunResult(double CommittedSeconds, double AcceptedSeconds, double[] Latencies, int OutOfOrder);
+
+    /// <summary>R jobs/s for S seconds, evenly spaced overall: publisher i sends at i/R, (i + P)/R, ...</summary>
+    private static Task<RunResult> OpenLoopAsync(List<ILoad> clients, int rate, int seconds, string tag, HttpClient http, Uri metrics)
     {
-        public double AcceptedPerSecond => Latencies.Length / AcceptedSeconds;
+        var interval = TimeSpan.TicksPerSecond * (double)clients.Count / rate;
+        return SendAllAsync(clients, tag, rate * seconds, i => n => (long)((TimeSpan.TicksPerSecond * (double)i / rate) + (n * interval)), http, metrics);
     }
 
-    /// <param name="total">Jobs to send (default <paramref name="rate"/> x <paramref name="seconds"/>).</param>
-    /// <param name="due">When publisher-local job n is due, in ticks (default: evenly spaced at <paramref name="rate"/>).</param>
-    private static async Task<RunResult> OpenLoopAsync(List<ILoad> clients, int rate, int seconds, string tag, HttpClient http, Uri metrics,
-        int? total = null, Func<int, long>? due = null)
+    /// <summary>Sends <paramref name="jobs"/> jobs split over the publishers, job n of publisher i at
+    /// <paramref name="due"/>(i)(n) ticks, and returns once the node has answered every one of them.</summary>
+    private static async Task<RunResult> SendAllAsync(List<ILoad> clients, string tag, int jobs, Func<int, Func<int, long>> due, HttpClient http, Uri metrics)
     {
-        var jobs = total ?? rate * seconds;
         var before = await AcceptHistogram.CountAsync(http, metrics);
         var clock = Stopwatch.StartNew();
         var sends = clients.Select((c, i) =>
-        {
-            var count = jobs / clients.Count + (i < jobs % clients.Count ? 1 : 0);
-            // Evenly spaced overall: publisher i sends at i/rate, (i + P)/rate, ...
-            var interval = TimeSpan.TicksPerSecond * (double)clients.Count / rate;
-            var offset = TimeSpan.TicksPerSecond * (double)i / rate;
-            return c.SendScheduledAsync(tag, count, due ?? (n => (long)(offset + (n * interval))), clock);
-        }).ToList();
+            c.SendScheduledAsync(tag, jobs / clients.Count + (i < jobs % clients.Count ? 1 : 0), due(i), clock)).ToList();
         await Task.WhenAll(sends);
         // Every job message has reached the node and been answered (the histogram counts each PUBACKed message).
         while (await AcceptHistogram.CountAsync(http, metrics) - before < jobs)
